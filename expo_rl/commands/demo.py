@@ -1,0 +1,108 @@
+"""``expo-rl demo``: the embedded ExPO experiment on a CPU in minutes.
+
+A tiny Llama model (shipped, ~0.7M parameters) that solves easy levels of a synthetic task and
+almost never the hardest one is trained, with the same budget and questions, by GRPO, GRPO with
+SFT on expert solutions ("SFT-GT-CoT") and ExP-GRPO (SFT on the model's own self-explanations);
+every model is then evaluated (pass@1, pass@8 per level) on held-out questions. The report
+(``report.md``, ``report.json``, figures) lands in ``--out``.
+
+Examples:
+  expo-rl demo                      # default budget, one seed (<= 15 min on 2 CPU cores)
+  expo-rl demo --quick              # a first look (<= 3 min)
+  expo-rl demo --full --seeds 3     # + refreshed ExP-GRPO and the ExP-DPO / expert-DPO grid
+  expo-rl demo --task my_task.py    # your own task in one file (see docs/ADDING_A_TASK.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="run the embedded ExPO demo (GRPO vs ExP-GRPO on a toy task, CPU, minutes)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small budget for CI and a first look (<= 3 min)")
+    size.add_argument("--full", action="store_true",
+                      help="also ExP-GRPO with refreshed explanations, ExP-DPO offline/online and DPO "
+                           "with expert solutions (Table 2 shape) and the Figure-6 curves")
+    size.add_argument("--budget", choices=("tiny", "quick", "default", "full"), default=None,
+                      help=argparse.SUPPRESS)  # "tiny" keeps tests short
+    parser.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1); tables show mean ± std")
+    parser.add_argument("--out", type=Path, default=Path("expo-demo"), help="report directory (default ./expo-demo)")
+    parser.add_argument("--task", default="modular",
+                        help="built-in task name or path to a task .py file defining a DemoTask")
+    parser.add_argument("--rebuild-base", action="store_true",
+                        help="retrain the base model (into OUT/base_model) instead of using the shipped one")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate of the GRPO-family methods")
+    parser.add_argument("--steps", type=int, default=None, help="override the budget's training steps")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: all cores, or 1 when the machine is already "
+                             "busy: on a shared CPU one thread per process is several times faster)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(run=run)
+
+
+def auto_threads() -> int:
+    """All cores on an idle machine; 1 when the 1-minute load already fills half of them (OpenMP
+    threads of one process wait on each other, so on a contended CPU they mostly spin)."""
+    import os
+
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return 1 if load >= cores / 2 else cores
+
+
+def command_line(args: argparse.Namespace, budget: str) -> str:
+    """The command that reproduces this run (for the report)."""
+    parts = ["expo-rl", "demo"]
+    if budget != "default":
+        parts.append(f"--{budget}" if budget in ("quick", "full") else f"--budget={budget}")
+    parts += [f"--seeds={args.seeds}", f"--out={args.out}"]
+    if args.task != "modular":
+        parts.append(f"--task={args.task}")
+    for flag, value in (("--lr", args.lr), ("--steps", args.steps)):
+        if value is not None:
+            parts.append(f"{flag}={value}")
+    if args.rebuild_base:
+        parts.append("--rebuild-base")
+    return shlex.join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from expo_rl.demo.budgets import get_budget
+    from expo_rl.demo.build_base import SHIPPED_DIR
+    from expo_rl.demo.methods import default_methods, full_methods
+    from expo_rl.demo.run import DemoConfig, run_demo
+
+    if args.seeds < 1:
+        print("expo-rl demo: --seeds must be >= 1", file=sys.stderr)
+        return 2
+    name = args.budget or ("quick" if args.quick else "full" if args.full else "default")
+    budget = get_budget(name)
+    if args.steps is not None:
+        if args.steps < 1:
+            print("expo-rl demo: --steps must be >= 1", file=sys.stderr)
+            return 2
+        budget = dataclasses.replace(budget, steps=args.steps)
+    methods = full_methods(budget.refresh_every) if name == "full" else default_methods()
+    builtin = args.task == "modular"
+    base_dir = SHIPPED_DIR if builtin and not args.rebuild_base else args.out / "base_model"
+    overrides = {"lr": args.lr} if args.lr is not None else {}
+    torch.set_num_threads(args.threads or auto_threads())
+    config = DemoConfig(task_spec=args.task, budget=budget, methods=methods, seeds=list(range(args.seeds)),
+                        out_dir=args.out, base_dir=base_dir, rebuild_base=args.rebuild_base,
+                        settings_overrides=overrides, command=command_line(args, name),
+                        progress=not args.no_progress)
+    report = run_demo(config)
+    print((args.out / "report.md").read_text())
+    print(f"report: {args.out / 'report.md'} · {args.out / 'report.json'} · wall {report['wall_seconds']:.0f} s")
+    return 0

@@ -1,0 +1,69 @@
+"""``expo-rl explain``: generate self-explanations ``c~ ~ pi(. | q, hint)`` and cache them as JSONL.
+
+Resumable: questions that already have ``--n`` records (for the same hint source) in ``--out``
+are skipped, and records are appended after every group of questions, so an interrupted run
+continues where it stopped. Each record names the policy version that produced it (model spec,
+checkpoint step, parameter hash).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+from tqdm import tqdm
+
+from expo_rl.expo.cli_args import (
+    add_explain_args,
+    add_model_args,
+    add_selection_args,
+    explain_config_from_args,
+    load_model,
+    problems_from_args,
+)
+from expo_rl.expo.explanations import (
+    acceptance_stats,
+    append_explanations,
+    generate_explanations,
+    read_explanations,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "explain",
+        help="generate and cache self-explanations (ExPO positive samples)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_args(parser)
+    add_selection_args(parser)
+    parser.add_argument("--out", required=True, help="JSONL file to append explanation records to (resumable)")
+    parser.add_argument("--n", type=int, default=1, help="explanations per question")
+    add_explain_args(parser, temperature=0.9, max_new_tokens=512)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = explain_config_from_args(args)
+    problems = problems_from_args(args)
+    existing = [e for e in read_explanations(args.out) if e.hint_source == config.hint]
+    done = Counter(e.id for e in existing)
+    todo = [p for p in problems if done[p.id] < args.n]
+    print(f"{len(problems)} questions, {len(problems) - len(todo)} already in {args.out}, {len(todo)} to explain")
+    if todo:
+        model, tokenizer, version = load_model(args)
+        step = max(1, args.questions_per_call)
+        with tqdm(total=len(todo), desc="explain", unit="q") as bar:
+            for group, start in enumerate(range(0, len(todo), step)):
+                chunk = todo[start : start + step]
+                rows = generate_explanations(
+                    model, tokenizer, chunk, config,
+                    n=args.n, seed=args.seed + group, batch_size=args.batch_size, policy=version,
+                )
+                append_explanations(args.out, rows)
+                bar.update(len(chunk))
+    wanted = {p.id for p in problems}
+    stats = acceptance_stats(e for e in read_explanations(args.out) if e.id in wanted and e.hint_source == config.hint)
+    print("  ".join(f"{k.removeprefix('explain/')}={v:g}" for k, v in stats.items()))
+    return 0

@@ -1,0 +1,123 @@
+"""``expo-rl train``: run any method (SFT, RFT, online RFT, DPO, PPO, GRPO, ExPO) from a preset.
+
+A method is a list of loss terms, each a data source x reward function x gradient coefficient
+(SPEC section 2), over one shared training step. CONFIG is a shipped preset name or a YAML
+file; ``--set`` changes any key. Multi-process: ``accelerate launch [--config_file
+expo_rl/presets/accelerate/<fsdp|zero3|ddp>.yaml] -m expo_rl.cli train CONFIG``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from expo_rl.engine.config import PRESET_DIR, RunConfig, load_config, preset_names
+from expo_rl.engine.typed_config import ConfigError, describe
+
+EXAMPLES = """\
+examples:
+  expo-rl train grpo                                   # tiny GRPO preset, a few CPU seconds
+  expo-rl train sft --set train.steps=20 --set optim.lr=1e-4
+  expo-rl train gpu/grpo --set model.policy=Qwen/Qwen2.5-1.5B-Instruct
+  expo-rl train my_run.yaml --resume                   # continue from the last complete checkpoint
+  accelerate launch --num_processes 2 -m expo_rl.cli train gpu/grpo
+
+--set takes dotted keys (terms are indexed: terms.0.weight=0.5); values are parsed as YAML,
+so 1e-5, true, null and [1, 2] work. Keys (type: meaning):
+"""
+
+
+def _key_table() -> str:
+    rows = describe(RunConfig)
+    rows.append(("terms.N.<key>", "", "see 'terms' keys below: source, coefficient, name, reward, "
+                 "weight, source_args, coefficient_args"))
+    from expo_rl.engine.config import TermConfig
+
+    rows += [(f"terms.N.{k}", t, h) for k, t, h in describe(TermConfig)]
+    width = max(len(k) for k, _, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {t}: {h}" if t else f"  {k:<{width}}  {h}" for k, t, h in rows
+                     if k != "terms")
+
+
+def _registries_text() -> str:
+    """Every registered source with its options, every coefficient with its hyper-parameters."""
+    import dataclasses
+    import inspect
+
+    from expo_rl.core.coefficients import COEFFICIENTS
+    from expo_rl.engine.recipe import reward_names
+    from expo_rl.sources import SOURCES
+
+    lines = ["", "data sources (terms.N.source) and their source_args:"]
+    for name, spec in sorted(SOURCES.items()):
+        lines.append(f"  {name}: {spec.description}")
+        for f in dataclasses.fields(spec.options):
+            default = f.default if f.default is not dataclasses.MISSING else "required"
+            lines.append(f"      {f.name} (default {default!r}): {f.metadata.get('help', '')}")
+    lines += ["", "gradient coefficients (terms.N.coefficient) and their coefficient_args:"]
+    for name, fn in sorted(COEFFICIENTS.items()):
+        params = [f"{p.name}={p.default!r}" for p in inspect.signature(fn).parameters.values()
+                  if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        doc = (inspect.getdoc(fn) or "").splitlines()
+        lines.append(f"  {name}({', '.join(params)}): {doc[0] if doc else ''}")
+    lines += ["", f"rewards (terms.N.reward): {', '.join(reward_names())}, null (none), "
+              f"or 'package.module:function' (fn(completion, reference, **row_fields) -> float)"]
+    return "\n".join(lines)
+
+
+def _presets_text() -> str:
+    gpu = sorted(p.stem for p in (PRESET_DIR / "gpu").glob("*.yaml"))
+    return (f"shipped presets (tiny model, CPU, seconds): {', '.join(preset_names())}\n"
+            f"GPU presets (real model, bf16): {', '.join('gpu/' + n for n in gpu)}\n"
+            f"accelerate configs: {PRESET_DIR / 'accelerate'}")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a policy with any method (sft, rft, online_rft, dpo, ppo, grpo, ExPO) from a preset",
+        description=__doc__ + "\n" + _presets_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plain_help = parser.format_help
+
+    def format_help() -> str:
+        # Built on demand: listing the registries imports torch, which `expo-rl <other>` need not pay.
+        parser.epilog = EXAMPLES + _key_table() + "\n" + _registries_text()
+        return plain_help()
+
+    parser.format_help = format_help
+    parser.add_argument("config", metavar="CONFIG",
+                        help="a preset name (e.g. grpo, gpu/dpo) or a path to a YAML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (dotted, e.g. optim.lr=1e-5); repeatable")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest complete checkpoint in train.output_dir "
+                             "(starts fresh when there is none)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML and exit without training")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as error:
+        print(f"expo-rl train: config error: {error}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        import yaml
+
+        from expo_rl.engine.config import config_dict
+
+        print(yaml.safe_dump(config_dict(config), sort_keys=False))
+        return 0
+    from expo_rl.engine.runtime import train
+
+    summary = train(config, resume=args.resume)
+    if summary.get("is_main_process", True):
+        print(f"done: {summary['steps']} steps; metrics {summary['metrics']}; "
+              f"last checkpoint {summary['checkpoint']}")
+    return 0

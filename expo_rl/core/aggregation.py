@@ -1,0 +1,75 @@
+"""Loss aggregation: how per-token loss terms become one number (SPEC 2, "normaliser").
+
+For a term with per-token loss ``l[i, t]`` over its rows:
+
+- ``seq_mean`` (the paper, DeepSeekMath eqs. 6-21): ``(1/N) sum_i (1/|o_i|) sum_t l[i, t]``,
+  N = the number of samples of the expectation: rows, except that the two rows of a
+  preference pair (same ``pair_index >= 0``) are one sample, as in eq. 13.
+- ``token_mean`` (DAPO): ``sum_{i,t} l[i, t] / sum_i |o_i|``, every token weighs the same.
+- ``constant`` (Dr. GRPO): ``sum_{i,t} l[i, t] / (N * C)`` with a fixed length ``C`` (the
+  generation budget), so neither the sequence length nor the batch's token count rescales it.
+
+The loss splits as ``sum_{i,t} w[i, t] * l[i, t] / D``: :func:`token_weights` gives ``w``
+(per micro-batch) and :func:`denominator` gives ``D``, which must be computed over the whole
+global batch so that micro-batches (gradient accumulation) and processes add up to exactly the
+full-batch loss.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from expo_rl.core.masked import sequence_lengths
+
+LOSS_AGGREGATIONS = ("seq_mean", "token_mean", "constant")
+
+
+def check_aggregation(aggregation: str) -> None:
+    if aggregation not in LOSS_AGGREGATIONS:
+        raise ValueError(f"loss aggregation {aggregation!r} is not allowed; allowed values: "
+                         f"{', '.join(LOSS_AGGREGATIONS)}")
+
+
+def count_samples(pair_index: torch.Tensor | None, num_rows: int) -> int:
+    """Samples of the expectation among ``num_rows`` rows: unpaired rows + distinct pairs."""
+    if pair_index is None or num_rows == 0:
+        return num_rows
+    paired = pair_index >= 0
+    return int((~paired).sum()) + int(torch.unique(pair_index[paired]).numel())
+
+
+def token_weights(completion_mask: torch.Tensor, aggregation: str, dtype: torch.dtype = torch.float32
+                  ) -> torch.Tensor:
+    """``w[i, t]``: ``1/|o_i|`` on completion tokens for ``seq_mean``, 1 otherwise; 0 off the
+    mask. [B, T] -> [B, T] of ``dtype``."""
+    check_aggregation(aggregation)
+    mask = completion_mask.to(dtype)
+    if aggregation == "seq_mean":
+        return mask / sequence_lengths(completion_mask).clamp(min=1).to(mask.dtype).unsqueeze(-1)
+    return mask
+
+
+def denominator(completion_mask: torch.Tensor, pair_index: torch.Tensor | None, aggregation: str,
+                *, constant_length: float | None = None) -> float:
+    """This batch's contribution to ``D`` (sum it over micro-batches and processes).
+
+    ``seq_mean``: samples (:func:`count_samples`); ``token_mean``: completion tokens;
+    ``constant``: samples * ``constant_length`` (required).
+    """
+    check_aggregation(aggregation)
+    samples = count_samples(pair_index, completion_mask.shape[0])
+    if aggregation == "seq_mean":
+        return float(samples)
+    if aggregation == "token_mean":
+        return float(completion_mask.to(torch.long).sum())
+    if constant_length is None or constant_length <= 0:
+        raise ValueError("loss aggregation 'constant' (Dr. GRPO) needs constant_length > 0, "
+                         "the generation budget in tokens (e.g. max_new_tokens)")
+    return float(samples) * float(constant_length)
+
+
+def aggregate(token_loss: torch.Tensor, completion_mask: torch.Tensor, aggregation: str,
+              denominator_value: float) -> torch.Tensor:
+    """``sum_{i,t} w[i, t] * token_loss[i, t] / D`` (a scalar with the graph of ``token_loss``)."""
+    weights = token_weights(completion_mask, aggregation, token_loss.dtype)
+    return (weights * token_loss).sum() / max(float(denominator_value), 1e-12)

@@ -1,0 +1,63 @@
+"""Named budgets of ``expo-rl demo``: how many steps, questions and samples each run uses.
+
+``default`` is sized for <= 15 minutes on 2 CPU cores (one seed, three methods), ``quick`` for
+<= 3 minutes, ``full`` adds the refreshed ExP-GRPO and the DPO grid, ``tiny`` (hidden from
+``--help``) is for tests. Training mixes levels (the feasibility study saw forgetting of the
+easy levels when training on level 5 only); the mix is per step: ``mix[level]`` questions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from expo_rl.demo.model import ModelSize
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    steps: int
+    mix: dict[int, int]
+    eval_per_level: int
+    eval_samples: int = 8
+    curve_every: int = 0
+    curve_questions: int = 0
+    diagnostic_questions: int = 64
+    refresh_every: int = 20
+    base_steps: int = 1500          # SFT updates when a base model has to be built
+    base_batch: int = 128
+    base_size: ModelSize = ModelSize()
+
+    @property
+    def questions_per_step(self) -> int:
+        return sum(self.mix.values())
+
+
+BUDGETS: dict[str, Budget] = {
+    "tiny": Budget("tiny", steps=3, mix={1: 1, 2: 1, 3: 1, 4: 1, 5: 1}, eval_per_level=4,
+                   diagnostic_questions=4, refresh_every=2, base_steps=20, base_batch=16,
+                   base_size=ModelSize(hidden=32, layers=2, heads=2, intermediate=64)),
+    "quick": Budget("quick", steps=15, mix={1: 1, 2: 1, 3: 1, 4: 2, 5: 3}, eval_per_level=32,
+                    diagnostic_questions=16, refresh_every=5, base_steps=300),
+    "default": Budget("default", steps=100, mix={1: 2, 2: 2, 3: 2, 4: 4, 5: 6}, eval_per_level=100,
+                      curve_every=25, curve_questions=16, diagnostic_questions=64, refresh_every=20),
+    "full": Budget("full", steps=100, mix={1: 2, 2: 2, 3: 2, 4: 4, 5: 6}, eval_per_level=100,
+                   curve_every=20, curve_questions=16, diagnostic_questions=64, refresh_every=20),
+}
+
+
+def get_budget(name: str) -> Budget:
+    if name not in BUDGETS:
+        raise ValueError(f"unknown demo budget {name!r}; allowed: {', '.join(BUDGETS)}")
+    return BUDGETS[name]
+
+
+def scaled_mix(mix: dict[int, int], levels: tuple[int, ...]) -> dict[int, int]:
+    """The budget's per-level mix mapped onto a task's levels (by rank: easiest -> easiest)."""
+    ordered = sorted(levels)
+    keys = sorted(mix)
+    if len(ordered) == len(keys):
+        return {level: mix[key] for level, key in zip(ordered, keys)}
+    total = sum(mix.values())
+    per = max(1, total // len(ordered))
+    return {level: per for level in ordered}

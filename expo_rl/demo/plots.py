@@ -1,0 +1,132 @@
+"""PNG figures of the demo report (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from expo_rl.demo.train import TrainRecord
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def learning_curves(records: list[TrainRecord], label: str, levels: tuple[int, ...], path: Path) -> None:
+    """Training-rollout accuracy per level (moving average, first seed) and held-out curve
+    points (pass@1, mean over seeds) of one method."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    colors = plt.cm.viridis([i / max(1, len(levels) - 1) for i in range(len(levels))])
+    first = records[0]
+    window = max(1, len(first.steps) // 15)
+    for color, level in zip(colors, levels):
+        key = f"train_acc/L{level}"
+        series = [s[key] for s in first.steps if key in s]
+        if series:
+            ax.plot(range(1, len(series) + 1), moving_average(series, window), color=color, alpha=0.55,
+                    label=f"L{level} train rollouts")
+        points = _mean_curve(records, f"L{level}")
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o--", color=color,
+                    label=f"L{level} held-out")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("accuracy (pass@1)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(label)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _mean_curve(records: list[TrainRecord], key: str) -> list[tuple[int, float]]:
+    by_step: dict[int, list[float]] = {}
+    for record in records:
+        for point in record.curve:
+            if key in point:
+                by_step.setdefault(point["step"], []).append(point[key])
+    return [(step, sum(v) / len(v)) for step, v in sorted(by_step.items())]
+
+
+def zero_signal(records_by_method: dict[str, list[TrainRecord]], labels: dict[str, str], path: Path) -> None:
+    """Fraction of GRPO groups with no signal (all rewards equal) per step, first seed."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for name, records in records_by_method.items():
+        series = [s["zero_signal_fraction"] for s in records[0].steps if "zero_signal_fraction" in s]
+        wrong = [s["all_wrong_fraction"] for s in records[0].steps if "all_wrong_fraction" in s]
+        if series:
+            window = max(1, len(series) // 15)
+            line, = ax.plot(range(1, len(series) + 1), moving_average(series, window), label=f"{labels[name]}: all equal")
+            ax.plot(range(1, len(wrong) + 1), moving_average(wrong, window), ":", color=line.get_color(),
+                    label=f"{labels[name]}: all wrong")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("fraction of groups")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Zero-signal GRPO groups (no advantage)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def histograms(diagnostics: dict[str, Any], key: str, xlabel: str, path: Path) -> None:
+    """Overlaid histograms of ``key`` ('nll' or 'reachability') per completion kind."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    plotted = False
+    for kind in ("self_explanation", "expert", "own"):
+        values = diagnostics.get(kind, {}).get(key) or []
+        if values:
+            ax.hist(values, bins=30, alpha=0.5, label=f"{kind} (n={len(values)})")
+            plotted = True
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("completions")
+    if plotted:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def dpo_loss_vs_accuracy(records_by_method: dict[str, list[TrainRecord]], labels: dict[str, str],
+                         level_key: str, path: Path) -> None:
+    """Figure 6 shape: DPO loss per step (left) and held-out accuracy (right) per method."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, records in records_by_method.items():
+        loss = [s["dpo/loss"] for s in records[0].steps if "dpo/loss" in s]
+        if not loss:
+            continue
+        line, = left.plot(range(1, len(loss) + 1), moving_average(loss, max(1, len(loss) // 15)), label=labels[name])
+        points = _mean_curve(records, level_key)
+        right.plot([p[0] for p in points], [p[1] for p in points], "o-", color=line.get_color(), label=labels[name])
+    left.set_xlabel("training step")
+    left.set_ylabel("DPO loss")
+    left.set_title("DPO loss")
+    right.set_xlabel("training step")
+    right.set_ylabel(f"held-out pass@1 ({level_key})")
+    right.set_ylim(-0.02, 1.02)
+    right.set_title("accuracy")
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,88 @@
+"""Per-step metrics: one JSON line per step in ``metrics.jsonl`` plus TensorBoard scalars.
+
+Keys are flat strings such as ``reward/mean``, ``grpo/objective``, ``optim/lr``, ``time/step_s``.
+Keys under ``time/`` are wall-clock timings and are the only values that differ between an
+interrupted-and-resumed run and an uninterrupted one. On resume, lines past the checkpoint's
+step (logged before the crash but not covered by a checkpoint) are dropped so the file never
+holds two versions of a step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+TIMING_PREFIX = "time/"
+
+
+class MetricsLogger:
+    """Writes metrics on the main process; a no-op elsewhere (``enabled=False``)."""
+
+    def __init__(self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True,
+                 resume_step: int | None = None) -> None:
+        self.enabled = enabled
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self._tb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        else:
+            kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=(
+                resume_step + 1 if resume_step is not None else None))
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        """Append ``{"step": step, **values}``; non-finite floats are written as null."""
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: _plain(v) for k, v in sorted(values.items())}}
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        if self._tb is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All rows of a ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def without_timings(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row minus wall-clock keys: what must match between resumed and straight runs."""
+    return {k: v for k, v in row.items() if not k.startswith(TIMING_PREFIX)}

@@ -1,0 +1,59 @@
+"""Per-term statistics of a step's rows, over all processes.
+
+``<term>/reward_mean``      mean reward of the scored rows
+``<term>/accuracy``         share of scored rows with reward > 0.5 (correct, for the 0/1 verifier reward)
+``<term>/response_len``     mean completion length in tokens
+``<term>/stopped``          share of completions that ended at EOS (the rest hit the length cap)
+``<term>/zero_signal_groups``  groups of >= 2 outputs whose rewards are all equal: with
+                            group-normalised advantages they carry no learning signal (SPEC 2.5)
+``<term>/groups``           number of such groups in the step (the denominator)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from expo_rl.sources import Row
+
+
+def _local_summary(rows: list[Row]) -> dict[str, Any]:
+    rewards = [r.reward for r in rows if r.reward is not None]
+    groups: dict[int, list[float]] = defaultdict(list)
+    for r in rows:
+        if r.group >= 0 and r.reward is not None:
+            groups[r.group].append(r.reward)
+    multi = [g for g in groups.values() if len(g) >= 2]
+    return {
+        "rows": len(rows),
+        "scored": len(rewards),
+        "reward_sum": sum(rewards),
+        "correct": sum(1 for v in rewards if v > 0.5),
+        "tokens": sum(len(r.completion_ids) for r in rows),
+        "stopped": sum(1 for r in rows if r.finished),
+        "groups": len(multi),
+        "zero_signal": sum(1 for g in multi if max(g) == min(g)),
+    }
+
+
+def row_metrics(accelerator: Any, terms: list[Any], rows_per_term: list[list[Row]]) -> dict[str, float]:
+    """Metrics of every term's rows (summed over processes before dividing)."""
+    from accelerate.utils import gather_object
+
+    local = [_local_summary(rows) for rows in rows_per_term]
+    parts = gather_object([local]) if accelerator.num_processes > 1 else [local]
+    metrics: dict[str, float] = {}
+    for i, term in enumerate(terms):
+        total = {k: sum(part[i][k] for part in parts) for k in local[i]}
+        name = term.name
+        metrics[f"{name}/rows"] = total["rows"]
+        if total["rows"]:
+            metrics[f"{name}/response_len"] = total["tokens"] / total["rows"]
+            metrics[f"{name}/stopped"] = total["stopped"] / total["rows"]
+        if total["scored"]:
+            metrics[f"{name}/reward_mean"] = total["reward_sum"] / total["scored"]
+            metrics[f"{name}/accuracy"] = total["correct"] / total["scored"]
+        if total["groups"]:
+            metrics[f"{name}/groups"] = total["groups"]
+            metrics[f"{name}/zero_signal_groups"] = total["zero_signal"]
+    return metrics

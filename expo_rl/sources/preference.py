@@ -1,0 +1,138 @@
+"""``preference_pairs``: (q, o+, o-) pairs for DPO (SPEC 2.3).
+
+Either read from a JSONL file of ``{"question", "chosen", "rejected"[, "answer", "id"]}`` rows,
+or built once from frozen-model samples (``samples_per_question`` outputs per question, cached
+as in ``frozen_samples``): o+ is a correct sample and o- an incorrect one ("rule for math");
+with ``chosen: solution`` o+ is the expert solution c_E instead (the ExPO paper's expert-CoT
+baseline, and the only way to get pairs from a model that is never right). Questions without
+a pair are counted. Each step takes
+``pairs_per_step`` pairs (over all processes); o+ and o- of a pair share ``Row.pair`` and carry
+``pair_sign`` +1 / -1, and a pair never straddles two processes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from expo_rl.data.records import Problem
+from expo_rl.sources.base import (
+    Row,
+    SourceEnv,
+    StepContext,
+    encode,
+    local_share,
+    problem_fields,
+    question_prompt_ids,
+    register_source,
+)
+from expo_rl.sources.cursor import Cursor
+from expo_rl.sources.frozen import cache_path, sample_once
+
+
+@dataclass
+class PreferencePairsOptions:
+    pairs_per_step: int = field(default=4, metadata={"help": "(o+, o-) pairs per training step, over all processes"})
+    path: str | None = field(default=None, metadata={"help": "JSONL of {question, chosen, rejected[, answer, id]}; unset: build from frozen-model samples"})
+    chosen: Literal["sample", "solution"] = field(default="sample", metadata={"help": "o+: a correct frozen-model sample, or the expert solution"})
+    samples_per_question: int = field(default=4, metadata={"help": "frozen-model samples per question when building pairs"})
+    cache: str | None = field(default=None, metadata={"help": "JSONL cache of the samples (default <output_dir>/cache/<term>.jsonl)"})
+    questions_per_call: int = field(default=8, metadata={"help": "questions per generation call"})
+    shuffle: bool = field(default=True, metadata={"help": "reshuffle the pairs every epoch"})
+
+
+def read_preference_file(path: str, env: SourceEnv) -> list[tuple[Row, Row]]:
+    """(chosen, rejected) rows from a JSONL file; errors name the file and line."""
+    pairs = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                problem = Problem(id=str(record.get("id", line_no)), question=record["question"],
+                                  answer=str(record.get("answer", "")))
+                texts = (record["chosen"], record["rejected"])
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ValueError(f"{path}:{line_no}: expected a JSON object with 'question', "
+                                 f"'chosen' and 'rejected' ({error})") from None
+            prompt_ids = question_prompt_ids(env, problem.question)
+            pairs.append(tuple(
+                Row(prompt_ids=prompt_ids, completion_ids=encode(env.tokenizer, text, eos=True),
+                    problem_id=problem.id, reference=problem.answer, completion=text,
+                    fields=problem_fields(problem))
+                for text in texts))
+    return pairs
+
+
+def pairs_from_samples(per_problem: list[list[Row]], solutions: list[Row | None] | None = None
+                       ) -> list[tuple[Row, Row]]:
+    """(o+, o-) per question: the first correct sample (or the given expert-solution row) and the
+    first incorrect sample; reward > 0 counts as correct."""
+    pairs = []
+    for i, rows in enumerate(per_problem):
+        correct = [r for r in rows if (r.reward or 0.0) > 0]
+        if solutions is not None:
+            correct = [solutions[i]] if solutions[i] is not None else []
+        wrong = [r for r in rows if not (r.reward or 0.0) > 0]
+        if correct and wrong:
+            pairs.append((correct[0], wrong[0]))
+    return pairs
+
+
+def solution_row(problem: Problem, env: SourceEnv) -> Row | None:
+    """The expert solution as a completion under the plain prompt (None when there is none)."""
+    if not problem.solution.strip():
+        return None
+    return Row(prompt_ids=question_prompt_ids(env, problem.question),
+               completion_ids=encode(env.tokenizer, problem.solution, eos=True),
+               problem_id=problem.id, reference=problem.answer, completion=problem.solution,
+               reward=1.0, fields=problem_fields(problem))
+
+
+class PreferencePairs:
+    def __init__(self, problems: list[Problem], options: PreferencePairsOptions, env: SourceEnv):
+        self.problems, self.options, self.env = problems, options, env
+        self.pairs: list[tuple[Row, Row]] = []
+        self.cursor: Cursor | None = None
+        self.questions_without_pair = 0
+
+    def prepare(self, env: SourceEnv) -> None:
+        if self.options.path:
+            self.pairs = read_preference_file(self.options.path, env)
+        else:
+            per_problem = sample_once(self.problems, self.options.samples_per_question, env,
+                                      cache_path(self.options.cache, env),
+                                      questions_per_call=self.options.questions_per_call)
+            solutions = ([solution_row(p, env) for p in self.problems]
+                         if self.options.chosen == "solution" else None)
+            self.pairs = pairs_from_samples(per_problem, solutions)
+            self.questions_without_pair = len(per_problem) - len(self.pairs)
+        if not self.pairs:
+            raise ValueError(f"{env.name}: no preference pairs (no question had both a correct and "
+                             f"an incorrect sample among {self.options.samples_per_question}); use "
+                             f"more samples, easier questions, or a pairs file (path)")
+        self.cursor = Cursor(len(self.pairs), seed=env.seed, shuffle=self.options.shuffle)
+
+    def next_rows(self, ctx: StepContext) -> list[Row]:
+        if self.cursor is None:
+            raise RuntimeError("preference_pairs: prepare() must run before next_rows()")
+        rows = []
+        for local, index in enumerate(local_share(self.cursor.take(self.options.pairs_per_step), self.env)):
+            for sign, row in zip((1, -1), self.pairs[index]):
+                rows.append(Row(**{**row.__dict__, "pair": local, "pair_sign": sign, "group": -1}))
+        return rows
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cursor": self.cursor.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.cursor.load_state_dict(state["cursor"])
+
+
+@register_source("preference_pairs", PreferencePairsOptions)
+def build_preference_pairs(problems: list[Problem], options: PreferencePairsOptions,
+                           env: SourceEnv) -> PreferencePairs:
+    """(q, o+, o-) pairs from a file or from frozen-model samples: correct vs incorrect (DPO)."""
+    return PreferencePairs(problems, options, env)
