@@ -3,15 +3,26 @@
 A *unit* is the smallest set of rows that must stay together in one forward pass: a GRPO group
 (rows sharing ``group``), a DPO pair (rows sharing ``pair``), or a single row. Micro-batches are
 made of whole units, so group statistics and pair margins never straddle two micro-batches.
+
+Length bucketing (default): each micro-batch is right-padded to its longest row, so with varied
+lengths (MATH solutions of 40-512 tokens) an arrival-order mix pads about 2x. The units are
+sorted by their longest row and cut into ``count`` contiguous runs with the fewest padded tokens
+``sum_b rows(b) * width(b)`` (exact dynamic programme over the cut points), subject to no
+micro-batch exceeding the largest padded size of the arrival-order split (so peak memory does
+not grow). The gradient is unchanged: the step's loss is a sum over micro-batches with global
+normalisers (``engine.step.batch_normalisers``), which no grouping of whole units changes.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from expo_rl.sources import Row
+
+DP_LIMIT = 2_000_000  # count * units^2 above which the exact cut search (pure Python) is skipped
 
 
 @dataclass
@@ -53,8 +64,54 @@ def units(rows: list[TaggedRow]) -> list[list[int]]:
     return list(keys.values())
 
 
-def split_micro_batches(rows: list[TaggedRow], count: int) -> list[list[TaggedRow]]:
-    """``count`` micro-batches of whole units, as equal in rows as a greedy fill allows."""
+def split_micro_batches(rows: list[TaggedRow], count: int, *, by_length: bool = True) -> list[list[TaggedRow]]:
+    """``count`` micro-batches of whole units: length-bucketed (module docstring), or with
+    ``by_length=False`` in arrival order, as equal in rows as a greedy fill allows."""
+    arrival = _split_in_order(rows, count)
+    if not by_length or count == 1:
+        return arrival
+    cap = max(len(batch) * max(_width(r) for r in batch) for batch in arrival)
+    sorted_units = sorted(units(rows), key=lambda unit: max(_width(rows[i]) for i in unit))
+    if count * len(sorted_units) ** 2 > DP_LIMIT:  # large batches: equal-row runs of the sorted units
+        return _split_in_order([rows[i] for unit in sorted_units for i in unit], count)
+    widths = [max(_width(rows[i]) for i in unit) for unit in sorted_units]
+    cuts = _cheapest_cuts(widths, [len(unit) for unit in sorted_units], count, cap)
+    bounds = list(zip(cuts, cuts[1:] + [len(sorted_units)]))
+    return [[rows[i] for unit in sorted_units[a:b] for i in unit] for a, b in bounds]
+
+
+def _width(row: TaggedRow) -> int:
+    return len(row.row.prompt_ids) + len(row.row.completion_ids)
+
+
+def _cheapest_cuts(widths: list[int], sizes: list[int], count: int, cap: float) -> list[int]:
+    """Start indices of ``count`` non-empty contiguous parts of units sorted by ``widths``
+    (ascending) minimising ``sum_part rows(part) * widths[last unit of part]``, every part's
+    cost at most ``cap`` (dropped if infeasible). O(count * n^2)."""
+    n = len(widths)
+    prefix = [0]
+    for size in sizes:
+        prefix.append(prefix[-1] + size)
+    for limit in (cap, math.inf):
+        best = [[math.inf] * (n + 1) for _ in range(count + 1)]
+        back = [[0] * (n + 1) for _ in range(count + 1)]
+        best[0][0] = 0.0
+        for k in range(1, count + 1):
+            for j in range(k, n - (count - k) + 1):
+                for i in range(k - 1, j):
+                    cost = (prefix[j] - prefix[i]) * widths[j - 1]
+                    if cost <= limit and best[k - 1][i] + cost < best[k][j]:
+                        best[k][j], back[k][j] = best[k - 1][i] + cost, i
+        if best[count][n] < math.inf:
+            cuts, j = [], n
+            for k in range(count, 0, -1):
+                j = back[k][j]
+                cuts.append(j)
+            return cuts[::-1]
+    raise AssertionError("unreachable: count <= number of units")
+
+
+def _split_in_order(rows: list[TaggedRow], count: int) -> list[list[TaggedRow]]:
     all_units = units(rows)
     if len(all_units) < count:
         raise ValueError(f"train.grad_accum={count} micro-batches need at least {count} units "

@@ -47,3 +47,15 @@ class Cursor:
                              f"has {self.n}: the data set or its filters changed since the checkpoint")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         self._order = self._make_order()
+
+
+class CursorState:
+    """Checkpoint state of a source whose only resumable state is its ``cursor`` (a mixin)."""
+
+    cursor: Cursor
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cursor": self.cursor.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.cursor.load_state_dict(state["cursor"])

@@ -42,7 +42,7 @@ from expo_rl.sources.base import (
     register_source,
     step_seed,
 )
-from expo_rl.sources.cursor import Cursor
+from expo_rl.sources.cursor import Cursor, CursorState
 from expo_rl.sources.frozen import cache_path
 
 
@@ -127,7 +127,7 @@ def earlier_rows(ctx: StepContext, term: str) -> list[Row]:
     return ctx.rows[term]
 
 
-class Explanations:
+class Explanations(CursorState):
     def __init__(self, problems: list[Problem], options: ExplanationOptions, env: SourceEnv) -> None:
         if options.rows_per_question < 1 or options.explanations_per_question < 1:
             raise ValueError("source options rows_per_question and explanations_per_question must be >= 1")
@@ -195,12 +195,6 @@ class Explanations:
         if self.options.only_zero_signal:
             stats["explain/skipped_has_signal"] = float(self.skipped_has_signal)
         return stats
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"cursor": self.cursor.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.cursor.load_state_dict(state["cursor"])
 
 
 @register_source("explanations", ExplanationOptions)

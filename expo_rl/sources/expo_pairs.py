@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -37,7 +37,7 @@ from expo_rl.sources.base import (
     rows_from_samples,
     step_seed,
 )
-from expo_rl.sources.cursor import Cursor
+from expo_rl.sources.cursor import Cursor, CursorState
 from expo_rl.sources.explanations import ExplanationOptions, Explanations, _help
 from expo_rl.sources.frozen import cache_path, sample_once
 
@@ -66,7 +66,7 @@ def pick_rejected(rows: list[Row], rule: str) -> Row | None:
     return rows[0]
 
 
-class ExpoPairs:
+class ExpoPairs(CursorState):
     def __init__(self, problems: list[Problem], options: ExpoPairsOptions, env: SourceEnv) -> None:
         if options.rejected_samples < 1:
             raise ValueError("source option rejected_samples must be >= 1")
@@ -152,12 +152,6 @@ class ExpoPairs:
         stats.update({f"pairs/skipped_{k}": float(v) for k, v in self.skipped.items()})
         stats["pairs/reference_refreshes"] = float(self.reference_refreshes)
         return stats
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"cursor": self.cursor.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.cursor.load_state_dict(state["cursor"])
 
 
 def _sample_once_local(problems: list[Problem], n: int, env: SourceEnv, path: Path | None) -> list[list[Row]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 from expo_rl.data.records import Problem
 from expo_rl.sources.base import (
@@ -23,7 +22,7 @@ from expo_rl.sources.base import (
     question_prompt_ids,
     register_source,
 )
-from expo_rl.sources.cursor import Cursor
+from expo_rl.sources.cursor import Cursor, CursorState
 
 
 @dataclass
@@ -60,7 +59,7 @@ def target_text(problem: Problem, target: str) -> str:
     raise ValueError(f"source option target={target!r}: allowed values are 'solution' or 'extra:<field>'")
 
 
-class FixedPairs:
+class FixedPairs(CursorState):
     def __init__(self, pairs: list[tuple[Problem, str]], options: FixedPairsOptions, env: SourceEnv):
         self.options, self.env = options, env
         self.pairs = [(p, o) for p, o in pairs if o.strip()]
@@ -82,12 +81,6 @@ class FixedPairs:
                 fields=problem_fields(problem),
             ))
         return rows
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"cursor": self.cursor.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.cursor.load_state_dict(state["cursor"])
 
 
 @register_source("fixed", FixedPairsOptions)

@@ -30,7 +30,7 @@ from expo_rl.sources.base import (
     rows_from_samples,
     step_seed,
 )
-from expo_rl.sources.cursor import Cursor
+from expo_rl.sources.cursor import Cursor, CursorState
 
 
 def cache_path(option: str | None, env: SourceEnv) -> Path | None:
@@ -96,7 +96,7 @@ class FrozenSamplesOptions:
     shuffle: bool = field(default=True, metadata={"help": "reshuffle the rows every epoch"})
 
 
-class FrozenSamples:
+class FrozenSamples(CursorState):
     def __init__(self, problems: list[Problem], options: FrozenSamplesOptions, env: SourceEnv):
         self.problems, self.options, self.env = problems, options, env
         self.rows: list[Row] = []
@@ -123,12 +123,6 @@ class FrozenSamples:
         for row in rows:  # outputs of the same question drawn in this step form a group
             row.group = groups.setdefault(row.problem_id, len(groups))
         return rows
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"cursor": self.cursor.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.cursor.load_state_dict(state["cursor"])
 
 
 @register_source("frozen_samples", FrozenSamplesOptions)

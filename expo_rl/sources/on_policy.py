@@ -10,7 +10,6 @@ question form one group (``Row.group``), the unit of GRPO's advantage normalisat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from expo_rl.data.records import Problem
 from expo_rl.sources.base import (
@@ -22,7 +21,7 @@ from expo_rl.sources.base import (
     rows_from_samples,
     step_seed,
 )
-from expo_rl.sources.cursor import Cursor
+from expo_rl.sources.cursor import Cursor, CursorState
 
 
 @dataclass
@@ -32,7 +31,7 @@ class OnPolicyOptions:
     shuffle: bool = field(default=True, metadata={"help": "reshuffle the questions every epoch"})
 
 
-class OnPolicy:
+class OnPolicy(CursorState):
     def __init__(self, problems: list[Problem], options: OnPolicyOptions, env: SourceEnv) -> None:
         if options.group_size < 1:
             raise ValueError("source option group_size must be >= 1")
@@ -49,12 +48,6 @@ class OnPolicy:
                                 n=self.options.group_size,
                                 seed=step_seed(self.env.seed, ctx.step, self.env.rank))
         return rows_from_samples(batch, problems)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"cursor": self.cursor.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.cursor.load_state_dict(state["cursor"])
 
 
 @register_source("on_policy", OnPolicyOptions)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from expo_rl.data.records import Problem
 from expo_rl.sources.base import (
@@ -27,7 +27,7 @@ from expo_rl.sources.base import (
     question_prompt_ids,
     register_source,
 )
-from expo_rl.sources.cursor import Cursor
+from expo_rl.sources.cursor import Cursor, CursorState
 from expo_rl.sources.frozen import cache_path, sample_once
 
 
@@ -91,7 +91,7 @@ def solution_row(problem: Problem, env: SourceEnv) -> Row | None:
                reward=1.0, fields=problem_fields(problem))
 
 
-class PreferencePairs:
+class PreferencePairs(CursorState):
     def __init__(self, problems: list[Problem], options: PreferencePairsOptions, env: SourceEnv):
         self.problems, self.options, self.env = problems, options, env
         self.pairs: list[tuple[Row, Row]] = []
@@ -123,12 +123,6 @@ class PreferencePairs:
             for sign, row in zip((1, -1), self.pairs[index]):
                 rows.append(Row(**{**row.__dict__, "pair": local, "pair_sign": sign, "group": -1}))
         return rows
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"cursor": self.cursor.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.cursor.load_state_dict(state["cursor"])
 
 
 @register_source("preference_pairs", PreferencePairsOptions)
