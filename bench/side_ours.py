@@ -14,8 +14,9 @@ entropy metric costs the runtime one extra no-grad forward pass per step; TRL ge
 inside its fused log-prob head, so keeping it would time a logging feature, see the README),
 ``tensorboard: false``, ``progress: false``, ``mixed_precision: "no"`` (fp32, as TRL).
 
-``variant="bucketed"`` measures a proposed runtime change without making it: micro-batches
-built from length-sorted units (see ``bucketing.py``).
+``variant="unbucketed"`` is an ablation: the runtime without its two length-bucketing levels
+(length-sorted micro-batches, ``engine.batching``; length sub-batches inside each forward,
+``policy.logprobs.length_sub_batches``), i.e. every micro-batch padded to its longest row.
 """
 
 from __future__ import annotations
@@ -68,10 +69,13 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     workload = W.Workload(**spec["workload"])
     total = spec["warmup"] + spec["steps"]
     config = validate(from_dict(RunConfig, run_config(spec, tempfile.mkdtemp(prefix="ours-bench-"))))
-    if spec.get("variant", "shipped") == "bucketed":
-        import bucketing
+    if spec.get("variant", "shipped") == "unbucketed":
+        import functools
 
-        bucketing.install(runtime)
+        from expo_rl.policy import logprobs
+
+        runtime.split_micro_batches = functools.partial(runtime.split_micro_batches, by_length=False)
+        logprobs.BUCKET_MAX_ROWS = 0  # length_sub_batches then always answers "one piece"
 
     token_stats: list[dict[str, int]] = []
     collect_rows = runtime.collect_rows

@@ -2,7 +2,6 @@
 loads and validates without running."""
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from expo_rl.cli import build_parser, main
@@ -10,17 +9,6 @@ from expo_rl.engine import checkpoint
 from expo_rl.engine.config import PRESET_DIR, RunConfig, load_config, preset_names
 from expo_rl.engine.metrics import read_metrics
 from expo_rl.engine.typed_config import describe
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny models gain nothing from threads, and on a small shared CPU oversubscribed OpenMP
-    # threads spin: one thread is ~10x faster under load.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 TINY = ["sft", "rft", "online_rft", "dpo", "ppo", "grpo"]
 GPU = [f"gpu/{p.stem}" for p in sorted((PRESET_DIR / "gpu").glob("*.yaml"))]

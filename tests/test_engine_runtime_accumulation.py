@@ -11,17 +11,6 @@ from expo_rl.engine.checkpoint import find_latest_checkpoint
 from expo_rl.engine.config import load_config
 from expo_rl.engine.runtime import train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny models gain nothing from threads, and on a small shared CPU oversubscribed OpenMP
-    # threads spin: one thread is ~10x faster under load.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 BASE = ["train.steps=1", "train.progress=false", "train.tensorboard=false", "optim.lr=1.0",
         "optim.eps=1.0", "optim.max_grad_norm=null", "optim.schedule=constant",
         "terms.0.source_args.rows_per_step=4"]

@@ -13,23 +13,9 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-import torch
-
 from expo_rl.cli import main
 from expo_rl.engine import checkpoint
 from expo_rl.engine.metrics import read_metrics, without_timings
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny models gain nothing from threads, and on a small shared CPU oversubscribed OpenMP
-    # threads spin: one thread is ~10x faster under load.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 STEPS, KILL_WHILE_SAVING = 4, 3
 COMMON = ["--set", f"train.steps={STEPS}", "--set", "train.save_every=1", "--set", "train.keep_last=3",

@@ -14,16 +14,6 @@ from expo_rl.sources.preference import pairs_from_samples
 from expo_rl.verify import batch_rewards, correctness_reward
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny models gain nothing from threads, and on a small shared CPU oversubscribed OpenMP
-    # threads spin: one thread is ~10x faster under load.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)

@@ -105,6 +105,15 @@ def level_table(report: dict[str, Any], names: list[str], key: str, levels: tupl
     return "\n".join(lines)
 
 
+def _machine(machine: dict[str, Any]) -> str:
+    """CPUs, threads, torch, platform and the load average (1/5/15 min) at start and end."""
+    def load(values: list[float] | None) -> str:
+        return "n/a" if not values else " / ".join(f"{v:.2f}" for v in values)
+    return (f"{machine['cpu_count']} CPUs, {machine.get('torch_threads')} torch thread(s), torch "
+            f"{machine['torch']} ({machine['platform']}); load average (1/5/15 min) at start "
+            f"{load(machine.get('load_average_at_start'))}, at end {load(machine.get('load_average_at_end'))}")
+
+
 def _gap(report: dict[str, Any], a: str, b: str, level: int, key: str) -> float | None:
     methods = report["methods"]
     if a not in methods or b not in methods:
@@ -123,8 +132,7 @@ def markdown(report: dict[str, Any], methods: list[Method], levels: tuple[int, .
         "",
         f"Command: `{report['command']}`  ",
         f"Seeds: {seeds} · budget `{report['budget']}` · wall time {report['wall_seconds']:.0f} s · "
-        f"machine: {report['machine']['cpu_count']} CPUs, torch {report['machine']['torch']} "
-        f"({report['machine']['platform']})",
+        f"machine: {_machine(report['machine'])}",
         "",
         f"Held-out: {report['eval']['per_level']} questions per level, {report['eval']['samples']} samples "
         f"each at temperature {report['settings']['temperature']}; pass@k with the unbiased estimator, "

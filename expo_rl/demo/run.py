@@ -52,6 +52,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     from expo_rl.demo.train import initial_positives, train_method
 
     started = time.perf_counter()
+    load_at_start = _load_average()
     task = load_task(config.task_spec)
     budget = config.budget
     config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     context = {
         "task": task.name, "task_spec": config.task_spec, "budget": budget.name,
         "command": config.command, "seeds": config.seeds, "wall_seconds": round(wall, 1),
-        "machine": machine_description(), "base_model": base_meta, "mix": mix,
+        "machine": machine_description(load_at_start), "base_model": base_meta, "mix": mix,
         "settings": asdict(settings), "eval": {"per_level": budget.eval_per_level,
                                                "samples": budget.eval_samples, "ks": list(KS)},
         "initial_positives": positives_stats,
@@ -136,12 +137,20 @@ def ensure_base(task: DemoTask, config: DemoConfig) -> dict[str, Any]:
     return meta
 
 
-def machine_description() -> dict[str, Any]:
+def _load_average() -> list[float] | None:
+    """The 1/5/15-minute load averages (None where the platform has none)."""
+    import os
+
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def machine_description(load_at_start: list[float] | None = None) -> dict[str, Any]:
+    """Where the run ran: a wall time means little without the machine and its load."""
     import os
 
     import torch
 
     return {"platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+            "torch_threads": torch.get_num_threads(), "load_average_at_start": load_at_start,
+            "load_average_at_end": _load_average()}

@@ -275,12 +275,12 @@ def add_fixed_inputs(run: Run, batch: dict[str, torch.Tensor]) -> None:
     # the frozen copy is not prepared, so it gets the policy's autocast explicitly
     with torch.no_grad(), run.accelerator.autocast():
         if run.needs_old or run.config.train.log_entropy:
-            batch["old_logprobs"], batch["entropy"] = completion_logprobs(run.model, *args,
-                                                                          return_entropy=True)
+            batch["old_logprobs"], batch["entropy"] = completion_logprobs(
+                run.model, *args, return_entropy=True, length_buckets=True)
             fixed_inputs(run.model, batch, run.step_terms,  # PPO's old values, pi_ref
                          reference_model=run.frozen() if run.needs_reference else None)
         elif run.needs_reference:
-            batch["ref_logprobs"] = completion_logprobs(run.frozen(), *args)
+            batch["ref_logprobs"] = completion_logprobs(run.frozen(), *args, length_buckets=True)
 
 
 def entropy_metrics(run: Run, micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:

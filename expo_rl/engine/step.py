@@ -189,10 +189,14 @@ def batch_normalisers(micro_batches: Sequence[dict[str, torch.Tensor]], step_ter
 
 
 def _logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_size: int | None,
-              entropy: bool = False) -> Any:
+              entropy: bool = False, buckets: bool = True) -> Any:
+    """Completion log-probs of the batch; ``buckets``: length sub-batches (``completion_logprobs``),
+    never while a value capture hooks the forward (it keeps one pass's hidden states)."""
     from expo_rl.policy import completion_logprobs
 
-    kwargs: dict[str, Any] = {} if chunk_size is None else {"chunk_size": chunk_size}
+    kwargs: dict[str, Any] = {"length_buckets": buckets}
+    if chunk_size is not None:
+        kwargs["chunk_size"] = chunk_size
     if entropy:
         kwargs["return_entropy"] = True
     return completion_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
@@ -216,7 +220,7 @@ def fixed_inputs(model: torch.nn.Module, batch: dict[str, torch.Tensor], step_te
     want_values = needs.values and "old_values" not in batch
     if want_old or want_values:
         with capture_values(model) if want_values else nullcontext() as capture:
-            logprobs = _logprobs(model, batch, chunk_size)
+            logprobs = _logprobs(model, batch, chunk_size, buckets=not want_values)
         if want_old:
             batch["old_logprobs"] = logprobs
         if want_values:
@@ -266,7 +270,7 @@ def training_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], step_t
         raise ValueError(f"{len(normalisers.per_term)} normalisers for {len(step_terms)} terms")
     needs = _needs(step_terms)
     with capture_values(model) if needs.values else nullcontext() as capture:
-        logprobs = _logprobs(model, batch, chunk_size, entropy)
+        logprobs = _logprobs(model, batch, chunk_size, entropy, buckets=not needs.values)
     if entropy:
         logprobs, token_entropy = logprobs
     values = capture.values if needs.values else None
