@@ -49,3 +49,14 @@ def test_cli_prints_config_error_and_exits_2(capsys):
 def test_print_config_shows_overrides(capsys):
     assert main(["train", "sft", "--set", "optim.lr=2e-5", "--print-config"]) == 0
     assert "lr: 2.0e-05" in capsys.readouterr().out
+
+
+def test_online_sources_warn_when_checkpoints_split_a_generation():
+    from expo_rl.engine.config import resume_warnings
+
+    aligned = load_config("exp_dpo_online", ["train.save_every=4", "terms.0.source_args.refresh_every=2"])
+    assert resume_warnings(aligned) == []
+    split = load_config("exp_dpo_online", ["train.save_every=3", "terms.0.source_args.refresh_every=2"])
+    (note,) = resume_warnings(split)
+    assert "'train.save_every' (3)" in note and "'terms.0.source_args.refresh_every' (2)" in note
+    assert resume_warnings(load_config("exp_grpo", ["train.save_every=3"])) == []  # offline: exact

@@ -190,6 +190,26 @@ def validate(config: RunConfig) -> RunConfig:
     return config
 
 
+def resume_warnings(config: RunConfig) -> list[str]:
+    """Why a resumed run of ``config`` could differ from an uninterrupted one (empty: it will not).
+
+    Online sources (``source_args.refresh_every: N > 0``: online ExP-DPO, refreshed ExP-GRPO)
+    keep the current generation's explanations, own samples and refreshed reference in memory;
+    a resume regenerates them from the resumed policy at the next step. That step starts a new
+    generation exactly when checkpoints fall on generation boundaries (``train.save_every`` a
+    multiple of N), and then the resumed run equals the uninterrupted one.
+    """
+    notes = []
+    for i, term in enumerate(config.terms):
+        every = term.source_args.get("refresh_every", 0)
+        if isinstance(every, int) and every > 0 and config.train.save_every % every:
+            notes.append(f"config key 'train.save_every' ({config.train.save_every}) is not a multiple of "
+                         f"'terms.{i}.source_args.refresh_every' ({every}): a resumed run regenerates term "
+                         f"{term.label!r}'s online data from the resumed policy mid-generation, so it will "
+                         f"differ from an uninterrupted run")
+    return notes
+
+
 def check_kwargs(fn: Any, kwargs: dict[str, Any], path: str) -> None:
     """Keyword arguments must be keyword-only parameters of ``fn`` with a matching value type."""
     params = {name: p for name, p in inspect.signature(fn).parameters.items()

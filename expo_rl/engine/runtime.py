@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from expo_rl.engine import checkpoint
 from expo_rl.engine.batching import pack, split_micro_batches, tag_rows
-from expo_rl.engine.config import RunConfig, config_dict
+from expo_rl.engine.config import RunConfig, config_dict, resume_warnings
 from expo_rl.engine.metrics import MetricsLogger
 from expo_rl.engine.optim import build_optimizer, build_scheduler
 from expo_rl.engine.recipe import FrozenPolicy, Term, build_terms, disable_dropout, load_problem_set
@@ -156,6 +156,9 @@ def train(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     checkpoint in ``train.output_dir``. Returns a small summary."""
     accelerator = make_accelerator(config)
     run = setup(config, accelerator)
+    if accelerator.is_main_process:
+        for note in resume_warnings(config):
+            print(f"warning: {note}")
     ckpt_root = run.output_dir / "checkpoints"
     start = 0
     latest = checkpoint.find_latest_checkpoint(ckpt_root) if resume else None
