@@ -46,7 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each side (torch.set_num_threads)")
     parser.add_argument("--variant", default="shipped", choices=("shipped", "unbucketed"),
                         help="our side: the runtime as shipped, or (ablation) without its length bucketing")
-    parser.add_argument("--dpo-pairs", type=int, default=64, help="DPO pairs per step (both workloads)")
+    parser.add_argument("--dpo-pairs", type=int, default=64, help="DPO pairs per step, uniform workload")
+    parser.add_argument("--dpo-realistic-pairs", type=int, default=16,
+                        help="DPO pairs per step, realistic workload (16 keeps a 20m step near 2-4 min on 1 thread)")
+    parser.add_argument("--big-steps", type=int, default=None,
+                        help="timed steps of the 20m cells (default: --steps); a 20m realistic step takes minutes")
     parser.add_argument("--micro-batch-rows", type=int, default=W.HParams.micro_batch_rows,
                         help="sequences per forward/backward on both sides (DPO: half as many pairs)")
     parser.add_argument("--smoke", action="store_true",
@@ -61,8 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if bad or not values:
             parser.error(f"--{name}: {', '.join(bad) or '(empty)'} not allowed; allowed: {', '.join(allowed)}")
         setattr(args, name, values)
-    if args.steps < 1 or args.warmup < 0:
-        parser.error("--steps must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or (args.big_steps is not None and args.big_steps < 1):
+        parser.error("--steps and --big-steps must be >= 1 and --warmup >= 0")
     return args
 
 
@@ -78,13 +82,14 @@ def run_subprocess(argv: list[str], threads: int, timeout: float) -> None:
 def measure_peak(threads: int, smoke: bool, timeout: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "peak.json"
-        argv = ["--matmul-peak", str(out)] + (["--small"] if smoke else [])
+        argv = ["--matmul-peak", str(out), "--threads", str(threads)] + (["--small"] if smoke else [])
         run_subprocess(argv, threads, timeout)
         return json.loads(out.read_text())
 
 
 def workload_for(args: argparse.Namespace, method: str, name: str) -> W.Workload:
-    workload = W.make_workload(method, name, pairs_per_step=args.dpo_pairs)
+    pairs = args.dpo_pairs if name == "uniform" else args.dpo_realistic_pairs
+    workload = W.make_workload(method, name, pairs_per_step=pairs)
     if args.smoke:
         workload = replace(workload, questions_per_step=2, group_size=2, pairs_per_step=2,
                            max_new_tokens=min(workload.max_new_tokens, 8))
@@ -97,8 +102,9 @@ def run_cell(args: argparse.Namespace, method: str, size: str, name: str, hp: W.
 
     workdir = Path(args.workdir)
     workload = workload_for(args, method, name)
+    steps = args.big_steps if size == "20m" and args.big_steps is not None else args.steps
     model_dir = models.build_model_dir(workdir / "models", size, workload.eos_logit_bias, seed=hp.seed)
-    files = W.build_data(workload, args.steps + args.warmup, workdir / "data", tokenizer, seed=hp.seed)
+    files = W.build_data(workload, steps + args.warmup, workdir / "data", tokenizer, seed=hp.seed)
     differ = W.check_tokenisation(tokenizer, workload, files)
     if differ["prompts"] or differ["completions"]:
         print(f"  note: token ids differ between the sides on {differ} rows", flush=True)
@@ -107,7 +113,7 @@ def run_cell(args: argparse.Namespace, method: str, size: str, name: str, hp: W.
     with tempfile.TemporaryDirectory() as tmp:
         for side in args.sides:
             spec = {"side": side, "workload": workload.to_dict(), "hparams": asdict(hp), "model_dir": str(model_dir),
-                    "files": files, "steps": args.steps, "warmup": args.warmup, "threads": args.threads,
+                    "files": files, "steps": steps, "warmup": args.warmup, "threads": args.threads,
                     "variant": args.variant}
             spec_path, out_path = Path(tmp) / f"{side}.spec.json", Path(tmp) / f"{side}.out.json"
             spec_path.write_text(json.dumps(spec))
@@ -117,7 +123,7 @@ def run_cell(args: argparse.Namespace, method: str, size: str, name: str, hp: W.
             print(f"  {side:<4} done in {time.perf_counter() - started:5.0f} s "
                   f"(s/step: {', '.join(f'{t:.2f}' for t in results[side]['step_s'])})", flush=True)
     cell = report.cell_summary(results, args.warmup, method, peak["peak_flops"])
-    cell.update({"workload": workload.to_dict(), "steps": args.steps, "warmup": args.warmup,
+    cell.update({"workload": workload.to_dict(), "steps": steps, "warmup": args.warmup,
                  "threads": args.threads, "variant": args.variant, "params": results[args.sides[0]]["params"],
                  "matmul_peak_gflops": peak["peak_flops"] / 1e9, "token_id_mismatches": differ,
                  "load_avg_1m": [load_before[0], os.getloadavg()[0]],

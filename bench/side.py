@@ -1,7 +1,7 @@
 """Subprocess entry of the peer benchmark: one side of one cell, or the matmul-peak measurement.
 
     python bench/side.py SPEC.json OUT.json     # SPEC: side, workload, hparams, model_dir, files, steps, ...
-    python bench/side.py --matmul-peak OUT.json [--small]
+    python bench/side.py --matmul-peak OUT.json [--small] [--threads N]
 
 Each run is a fresh process, so ``ru_maxrss`` (the resident-set high-water mark) is the peak
 memory of that side on that cell alone: model, reference model, optimiser state, activations,
@@ -32,7 +32,8 @@ def peak_rss_mib() -> float:
 
 
 def matmul_peak(size: int = 2048, repeats: int = 12, threads: int = THREADS) -> dict[str, float]:
-    """Best fp32 FLOP/s of ``size x size`` matmuls on ``threads`` threads (2 n^3 FLOPs each)."""
+    """Best fp32 FLOP/s of ``size x size`` matmuls on ``threads`` threads (2 n^3 FLOPs each); the
+    best of many repeats, so that a shared machine's load lowers it as little as possible."""
     import torch
 
     set_threads(threads)
@@ -57,7 +58,9 @@ def main(argv: list[str]) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if argv[:1] == ["--matmul-peak"]:
         small = "--small" in argv[2:]  # the smoke test: a quick, rough figure
-        Path(argv[1]).write_text(json.dumps(matmul_peak(512 if small else 2048, 3 if small else 12)))
+        threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else THREADS
+        Path(argv[1]).write_text(json.dumps(matmul_peak(512 if small else 2048, 3 if small else 30,
+                                                        threads=threads)))
         return 0
     spec = json.loads(Path(argv[0]).read_text())
     set_threads(spec.get("threads", THREADS))

@@ -15,6 +15,8 @@ batch of 8 x 1024 tokens is 8.6 GB in float32, twice that with log_softmax). Her
 once, then only the selected completion positions go through the head, ``chunk_size`` rows at a
 time, each chunk under ``torch.utils.checkpoint`` so the backward pass recomputes that chunk's
 logits instead of keeping them. Peak extra memory is O(chunk_size x V), independent of B x T.
+(When all of a call's logits take at most ``NO_CHECKPOINT_BYTES``, e.g. a 2k-token vocabulary,
+they are kept instead: no recomputation.)
 
 Padding: position ids are ``cumsum(attention_mask) - 1``, as ``generate`` uses, so left and right
 padding give the same log-probs as the unpadded sequence.
@@ -43,6 +45,9 @@ DEFAULT_CHUNK_BYTES = 256 * 2**20
 # Length sub-batches: one more forward call is worth this many padded token-positions.
 BUCKET_CALL_TOKENS = 256
 BUCKET_MAX_ROWS = 512  # the cut search is O(rows^2) in Python; larger batches run in one piece
+# Below this size of the whole call's float32 logits (N x V x 4 bytes) the head is not
+# checkpointed: keeping them costs less memory than a chunk would, and backward skips recomputing them.
+NO_CHECKPOINT_BYTES = 32 * 2**20
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -158,7 +163,8 @@ def completion_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mas
         rows, cols, context = (torch.cat(x) for x in zip(*parts))
     targets = input_ids[rows, cols]  # [N]
 
-    use_checkpoint = torch.is_grad_enabled() and (
+    vocab = int(head.weight.shape[0]) if hasattr(head, "weight") else inner.config.vocab_size
+    use_checkpoint = torch.is_grad_enabled() and targets.numel() * vocab * 4 > NO_CHECKPOINT_BYTES and (
         context.requires_grad or any(p.requires_grad for p in head.parameters()))
     logps, entropies = [], []
     for start in range(0, targets.numel(), chunk_size):
