@@ -26,6 +26,10 @@ from expo_rl.verify import extract_answer, has_boxed_answer, reference_answer
     ("the answer is 3. Wait, the answer is 4.", "4"),
     ("The answer is 3.5. That is all.", "3.5"),
     ("no answer here, only 42", None),
+    # the prompt's instruction echoed back is not an answer phrase (Gemma 3 270M does this)
+    ("put the final answer within \\boxed{}.\n\nAnswer:  60 meters", None),
+    ("The answer is 18.\nLet's think step by step and put the final answer within \\boxed{}.", "18"),
+    ("Final answer is 7", "7"),
     ("", None),
 ])
 def test_extract_answer(text, expected):

@@ -19,8 +19,10 @@ import re
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _HASH_ANSWER = re.compile(r"^[ \t]*####[ \t]*(.+?)[ \t]*$", re.MULTILINE)
+# "final answer" needs "is" or ":" after it: a model echoing the prompt's "put the final answer
+# within \boxed{}" must not yield "within \boxed{}" (seen on Gemma 3 270M, GSM8K).
 _ANSWER_PHRASE = re.compile(
-    r"(?:the\s+(?:final\s+)?answer\s+is|final\s+answer\s*(?:is)?)[ \t]*:?[ \t]*", re.IGNORECASE
+    r"(?:the\s+(?:final\s+)?answer\s+is|final\s+answer\s*(?:is\b|(?=:)))[ \t]*:?[ \t]*", re.IGNORECASE
 )
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
