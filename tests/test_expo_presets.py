@@ -36,6 +36,10 @@ def test_expo_preset_trains_end_to_end(name, tmp_path):
         assert all("grpo/zero_signal_groups" in row for row in rows)
     else:
         assert all(f"{labels[0]}/loss" in row for row in rows)
+    if name in ("exp_grpo", "exp_dpo_offline", "exp_dpo_online"):
+        # explanations are generated at step 1: their acceptance rate is in that step's log
+        assert 0.0 <= rows[0][f"{labels[-1]}/explain_acceptance_rate"] <= 1.0
+        assert rows[0][f"{labels[-1]}/explain_total"] > 0
     cache = out / "cache" / f"{labels[-1]}.jsonl"
     offline_explanations = name in ("exp_grpo", "exp_dpo_offline")
     assert cache.exists() == offline_explanations

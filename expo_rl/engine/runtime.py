@@ -221,11 +221,23 @@ def train_step(run: Run, step: int) -> dict[str, float]:
 
     metrics = mean_over_processes(run.accelerator, {**stats, **entropy_metrics(run, micro_batches)})
     metrics.update(row_metrics(run.accelerator, run.terms, rows_per_term))
+    metrics.update(mean_over_processes(run.accelerator, source_metrics(run)))
     metrics["optim/lr"] = lr  # of the step's last update
     metrics["optim/grad_norm"] = grad_norm  # before clipping, at the last update
     metrics["time/sample_s"] = sampled - started
     metrics["time/update_s"] = updated - sampled
     metrics["time/step_s"] = time.perf_counter() - started
+    return metrics
+
+
+def source_metrics(run: Run) -> dict[str, float]:
+    """What sources report about the step's data (explanation acceptance, skipped pairs, ...) as
+    ``<term>/<key with '/' -> '_'>``, e.g. ``exp_sft/explain_acceptance_rate`` (SPEC 3.6)."""
+    metrics: dict[str, float] = {}
+    for term in run.terms:
+        report = getattr(term.source, "metrics", None)
+        if callable(report):
+            metrics.update({f"{term.name}/{key.replace('/', '_')}": float(value) for key, value in report().items()})
     return metrics
 
 
