@@ -103,10 +103,18 @@ def test_tokenizer_round_trips_every_text_without_unknown_tokens():
 
 
 def test_pretraining_corpus_never_solves_hard_levels():
+    """Hard levels appear only as "check these candidates" traces (no answer) and as hinted
+    own-style traces (never under the plain prompt)."""
     rng = random.Random(2)
     for level in (4, 5):
-        for prompt, completion in TASK.pretraining_examples(level, rng):
-            assert "check" in prompt and "answer" not in completion
+        examples = TASK.pretraining_examples(level, rng)
+        assert {("check" in p, "hint" in p) for p, _ in examples} == {(True, False), (False, True)}
+        for prompt, completion in examples:
+            if "check" in prompt:
+                assert "answer" not in completion
+            else:
+                hint = prompt.split(" hint ")[1].removesuffix(" ?")
+                assert completion.endswith(f"answer {hint}") and completion.count(" ok") == 3
     kinds = {"hint" in p for p, _ in TASK.pretraining_examples(1, rng)}
     assert kinds == {True, False}
 

@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument("--budget", choices=("tiny", "quick", "default", "full"), default=None,
                       help=argparse.SUPPRESS)  # "tiny" keeps tests short
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1); tables show mean ± std")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="first seed (seeds FIRST..FIRST+N-1), to split seeds over processes")
     parser.add_argument("--out", type=Path, default=Path("expo-demo"), help="report directory (default ./expo-demo)")
     parser.add_argument("--task", default="modular",
                         help="built-in task name or path to a task .py file defining a DemoTask")
@@ -63,6 +65,8 @@ def command_line(args: argparse.Namespace, budget: str) -> str:
     if budget != "default":
         parts.append(f"--{budget}" if budget in ("quick", "full") else f"--budget={budget}")
     parts += [f"--seeds={args.seeds}", f"--out={args.out}"]
+    if args.first_seed:
+        parts.append(f"--first-seed={args.first_seed}")
     if args.task != "modular":
         parts.append(f"--task={args.task}")
     for flag, value in (("--lr", args.lr), ("--steps", args.steps)):
@@ -83,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from expo_rl.demo.methods import default_methods, full_methods
     from expo_rl.demo.run import DemoConfig, run_demo
 
-    if args.seeds < 1:
-        print("expo-rl demo: --seeds must be >= 1", file=sys.stderr)
+    if args.seeds < 1 or args.first_seed < 0:
+        print("expo-rl demo: --seeds must be >= 1 and --first-seed >= 0", file=sys.stderr)
         return 2
     name = args.budget or ("quick" if args.quick else "full" if args.full else "default")
     budget = get_budget(name)
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     base_dir = SHIPPED_DIR if builtin and not args.rebuild_base else args.out / "base_model"
     overrides = {"lr": args.lr} if args.lr is not None else {}
     torch.set_num_threads(args.threads or auto_threads())
-    config = DemoConfig(task_spec=args.task, budget=budget, methods=methods, seeds=list(range(args.seeds)),
+    config = DemoConfig(task_spec=args.task, budget=budget, methods=methods, seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
                         out_dir=args.out, base_dir=base_dir, rebuild_base=args.rebuild_base,
                         settings_overrides=overrides, command=command_line(args, name),
                         progress=not args.no_progress)

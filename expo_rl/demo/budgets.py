@@ -24,6 +24,8 @@ class Budget:
     curve_questions: int = 0
     diagnostic_questions: int = 64
     refresh_every: int = 20
+    group_size: int = 8             # G samples per training question (GRPO family)
+    explanation_tries: int = 4      # hinted samples per question for a self-explanation
     base_steps: int = 1500          # SFT updates when a base model has to be built
     base_batch: int = 128
     base_size: ModelSize = ModelSize()
@@ -37,12 +39,16 @@ BUDGETS: dict[str, Budget] = {
     "tiny": Budget("tiny", steps=3, mix={1: 1, 2: 1, 3: 1, 4: 1, 5: 1}, eval_per_level=4,
                    diagnostic_questions=4, refresh_every=2, base_steps=20, base_batch=16,
                    base_size=ModelSize(hidden=32, layers=2, heads=2, intermediate=64)),
-    "quick": Budget("quick", steps=15, mix={1: 1, 2: 1, 3: 1, 4: 2, 5: 3}, eval_per_level=32,
+    "quick": Budget("quick", steps=10, mix={1: 1, 2: 1, 3: 1, 4: 1, 5: 4}, eval_per_level=24,
                     diagnostic_questions=16, refresh_every=5, base_steps=300),
-    "default": Budget("default", steps=100, mix={1: 2, 2: 2, 3: 2, 4: 4, 5: 6}, eval_per_level=100,
-                      curve_every=25, curve_questions=16, diagnostic_questions=64, refresh_every=20),
-    "full": Budget("full", steps=100, mix={1: 2, 2: 2, 3: 2, 4: 4, 5: 6}, eval_per_level=100,
-                   curve_every=20, curve_questions=16, diagnostic_questions=64, refresh_every=20),
+    # 32 questions x G = 4 per step (128 rollouts): more hard questions per step for the same
+    # sampling cost, since a level-5 self-explanation teaches one entry of a table mod 17.
+    "default": Budget("default", steps=70, mix={1: 2, 2: 2, 3: 2, 4: 4, 5: 22}, eval_per_level=64,
+                      curve_every=20, curve_questions=8, diagnostic_questions=64, refresh_every=20,
+                      group_size=4, explanation_tries=2),
+    "full": Budget("full", steps=70, mix={1: 2, 2: 2, 3: 2, 4: 4, 5: 22}, eval_per_level=64,
+                   curve_every=20, curve_questions=8, diagnostic_questions=64, refresh_every=20,
+                   group_size=4, explanation_tries=2),
 }
 
 

@@ -2,13 +2,20 @@
 with the library's SFT (``expo_rl.engine.step``, coefficient ``sft``: SPEC 2.1, GC = 1) on the
 task's pretraining corpus (``DemoTask.pretraining_examples``).
 
-For the shipped modular task the corpus is solve traces and answer-hinted traces of levels 1-3
-plus "check these candidates" traces of levels 1-5: the model learns to solve the easy levels,
-to follow a hint (which is what makes self-explanations possible), and to verify any level,
+For the shipped modular task the corpus is solve traces and answer-hinted traces of levels 1-3,
+"check these candidates" traces of levels 1-5 and hinted own-style traces of levels 4-5: the model learns to solve the easy levels, to follow a
+hint on every level (which is what makes self-explanations possible), and to verify any level,
 but never sees a hard question solved. Result: strong on levels 1-3, near zero on level 5.
 
     python -m expo_rl.demo.build_base                 # rebuilds expo_rl/demo/assets/base_model
     expo-rl demo --rebuild-base                        # the same, then runs the demo
+
+The shipped checkpoint was made in two stages (the hard-level hinted traces were added after
+the first build; see docs/notes/issue6-demo.md), equivalent in distribution (not bit for bit:
+the corpus was drawn by a task file with the same texts) to:
+
+    python -m expo_rl.demo.build_base --out /tmp/base_v1                    # 1500 steps, seed 0
+    python -m expo_rl.demo.build_base --init /tmp/base_v1 --steps 250 --lr 5e-4 --seed 1
 
 Every ``--steps`` update draws a fresh batch of ``--batch`` examples (levels uniformly at
 random), so the corpus is effectively unlimited and nothing repeats.
@@ -46,8 +53,12 @@ def corpus_batch(task: DemoTask, tokenizer: Any, rng: random.Random, size: int) 
 
 
 def build_base(task: DemoTask, out_dir: Path, *, steps: int, batch: int, lr: float, seed: int = 0,
-               size: ModelSize | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train the base model for ``task`` and save model + tokenizer + metadata in ``out_dir``."""
+               size: ModelSize | None = None, progress: bool = True, init: Path | None = None) -> dict[str, Any]:
+    """Train the base model for ``task`` and save model + tokenizer + metadata in ``out_dir``.
+
+    ``init``: continue from a saved base model (its tokenizer and shape) instead of a random
+    initialisation, e.g. to add a kind of pretraining example without paying for a full build.
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -57,8 +68,18 @@ def build_base(task: DemoTask, out_dir: Path, *, steps: int, batch: int, lr: flo
     started = time.perf_counter()
     torch.manual_seed(seed)
     size = size or ModelSize()
-    tokenizer = build_tokenizer(task.vocabulary())
-    model = build_model(len(tokenizer), size, seed=seed)
+    init_meta = None
+    if init is not None:
+        model, tokenizer = load_base(init)
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        init_meta = json.loads((init / META_FILE).read_text()) if (init / META_FILE).is_file() else {}
+        size = ModelSize(hidden=model.config.hidden_size, layers=model.config.num_hidden_layers,
+                         heads=model.config.num_attention_heads, intermediate=model.config.intermediate_size,
+                         max_positions=model.config.max_position_embeddings)
+    else:
+        tokenizer = build_tokenizer(task.vocabulary())
+        model = build_model(len(tokenizer), size, seed=seed)
     updater = make_updater(model, [make_step_term("sft")], lr=lr, total_updates=steps,
                            pad_id=tokenizer.pad_token_id, warmup_ratio=0.03, schedule="cosine",
                            betas=(0.9, 0.98))
@@ -76,6 +97,8 @@ def build_base(task: DemoTask, out_dir: Path, *, steps: int, batch: int, lr: flo
             "size": asdict(size), "parameters": n_parameters(model),
             "final_nll": sum(losses[-50:]) / len(losses[-50:]),
             "seconds": round(time.perf_counter() - started, 1)}
+    if init is not None:
+        meta["init"] = {"path": str(init), **(init_meta or {})}
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -105,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128, help="examples per update")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (cosine schedule)")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and corpus seed")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="continue from this saved base model instead of a random initialisation")
     args = parser.parse_args(argv)
     task = load_task(args.task)
     out = args.out or (SHIPPED_DIR if args.task == "modular" else Path(f"base_model_{task.name}"))
-    meta = build_base(task, out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed)
+    meta = build_base(task, out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                      init=args.init)
     print(json.dumps(meta, indent=2))
     return 0
 

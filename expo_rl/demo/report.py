@@ -163,10 +163,11 @@ def markdown(report: dict[str, Any], methods: list[Method], levels: tuple[int, .
     out += [
         "## What this toy shows, and what it does not",
         "",
-        "- It shows the paper's mechanism at a scale a laptop runs: on the hardest level the base model "
+        "- It sets up the paper's mechanism at a scale a laptop runs: on the hardest level the base model "
         "almost never samples a right answer, so nearly every GRPO group has the same reward for all its "
         "samples (zero advantage, only the KL term acts), while the model *can* explain a given answer in "
-        "its own style. ExP-GRPO's SFT term on those self-explanations gives the missing positive signal.",
+        "its own style (diagnostics above). ExP-GRPO adds an SFT term on those self-explanations.",
+        outcome_sentence(gap, hard),
         "- Expert solutions are correct but written in a style the model never produces (high NLL); "
         "training on them (SFT-GT-CoT, DPO with c_E) is compared under the same budget.",
         "- It does not show that ExPO improves mathematical reasoning: the task is a toy (three modular "
@@ -177,6 +178,19 @@ def markdown(report: dict[str, Any], methods: list[Method], levels: tuple[int, .
         "",
     ]
     return "\n".join(out)
+
+
+def outcome_sentence(gap: float | None, hard: int) -> str:
+    """What the measured level-``hard`` gap says, without claiming more than was measured."""
+    if gap is None:
+        return f"- No ExP-GRPO vs GRPO comparison at level {hard} in this run."
+    if gap >= 0.1:
+        return (f"- In this run that signal became held-out accuracy: level-{hard} pass@8 of ExP-GRPO is "
+                f"{100 * gap:+.1f} points above GRPO's (same budget, same questions).")
+    return (f"- In this run it did NOT become held-out accuracy: level-{hard} pass@8 of ExP-GRPO is "
+            f"{100 * gap:+.1f} points from GRPO's. A positive signal on training questions is not enough "
+            "when the budget is too small for the model to learn what the hard level needs (here a table "
+            "of inverses mod p); more steps, a smaller hard level or a larger model are the levers.")
 
 
 def dpo_summary(report: dict[str, Any]) -> str:

@@ -61,6 +61,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     mix = scaled_mix(budget.mix, task.levels)
     settings = TrainSettings(steps=budget.steps, questions_per_step=sum(mix.values()),
                              curve_every=budget.curve_every, curve_questions=budget.curve_questions,
+                             group_size=budget.group_size, explanation_tries=budget.explanation_tries,
                              **config.settings_overrides)
     pools = make_pools(task, eval_per_level=budget.eval_per_level, mix=mix, steps=budget.steps)
     curve_set = {lv: ps[:budget.curve_questions] for lv, ps in pools.held_out.items()} if budget.curve_questions else {}

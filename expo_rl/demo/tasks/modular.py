@@ -19,7 +19,10 @@ Texts (whitespace-separated tokens; numbers are single tokens):
 
 * "check these candidates" (pretraining only, all levels): ``... check 4 6 1 ?`` followed by
   one checked guess per equation. It teaches the multiplication table mod p for every p, so the
-  base model can *verify* hard questions (and follow a hint) without having seen them solved.
+  base model can *verify* hard questions without having seen them solved.
+* hinted traces of the hard levels (pretraining only): the hinted prompt followed by an own-style
+  trace, so the base model follows a hint on levels 4-5 too without ever seeing them solved from
+  the plain prompt; see :meth:`ModularTask.pretraining_examples`.
 
 The number of wrong guesses before the right one halves in probability (0: 1/2, 1: 1/4, ...):
 the right guess comes early when the model knows the inverse, so on p = 13, 17, where it does
@@ -159,9 +162,22 @@ class ModularTask(DemoTask):
         return f"answer {problem.answer}"
 
     def pretraining_examples(self, level: int, rng: random.Random) -> list[tuple[str, str]]:
-        """Solve + hinted traces on the solved levels (base class), plus one "check these
-        candidates" trace on every level."""
+        """Solve + hinted traces on the solved levels (base class), one "check these candidates"
+        trace on every level, and on the hard levels a hinted trace in the own guess-check-retry
+        style (wrong guesses with correct checks, then the hinted value).
+
+        Why the last one (measured, docs/notes/issue6-demo.md): with check traces alone the base
+        model followed a level-5 hint 10% of the time (it had seen p = 17 only in the check
+        format); with hinted traces that check the hinted value directly it followed hints, but
+        SFT on such direct explanations taught nothing usable on held-out level 5. Hinted traces
+        with correct mod-p arithmetic in the solve format give explanations ExP-GRPO learns
+        from, while the plain prompt of a hard level is never shown (base pass@8 on level 5 ~0.08:
+        a search rarely finishes within ``max_new_tokens``).
+        """
         examples = super().pretraining_examples(level, rng)
+        if level not in self.solved_levels:
+            hard = self.make_problem(level, rng)
+            examples.append((self.hinted_prompt(hard), self.solution_trace(hard, rng)))
         problem = self.make_problem(level, rng)
         p = problem.extra["p"]
         candidates = [rng.randrange(1, p) for _ in range(N_EQUATIONS)]
