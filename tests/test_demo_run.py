@@ -62,3 +62,22 @@ def test_quick_demo_report_structure(tmp_path):
     diag = report["diagnostics"]
     for kind in ("self_explanation", "expert", "own"):
         assert diag[kind]["n"] >= 0
+
+
+def test_full_method_set_runs_and_states_the_dpo_comparison(tmp_path):
+    """The ``--full`` method set (refreshed ExP-GRPO, the ExP-DPO / expert-DPO grid, Figure 6) on
+    the user task with the tiny budget: online methods regenerate at step 3 (refresh every 2)."""
+    from expo_rl.demo.budgets import get_budget
+    from expo_rl.demo.methods import full_methods
+    from expo_rl.demo.run import DemoConfig, run_demo
+
+    out = tmp_path / "full"
+    budget = get_budget("tiny")
+    methods = full_methods(budget.refresh_every)
+    run_demo(DemoConfig(task_spec=str(FIXTURE), budget=budget, methods=methods, seeds=[0], out_dir=out,
+                        base_dir=out / "base_model", rebuild_base=False, settings_overrides={},
+                        command="expo-rl demo --full (test)", progress=False))
+    report = check_report(out, {"base"} | {m.name for m in methods}, seeds=1)
+    text = (out / "report.md").read_text()
+    assert "Table 2 shape" in text and "offline: c~ vs c_E" in text and "online vs offline" in text
+    assert "figure6_dpo" in report["figures"]
