@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from expo_rl.data.result import DataError, LoadResult, OnError, RowError, RowSink
-from expo_rl.data.schema import FieldMap, detect_fields, row_to_problem
+from expo_rl.data.result import DataError, LoadResult, OnError, RowSink
+from expo_rl.data.schema import FieldMap, add_row
 
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -97,13 +97,5 @@ def read_hf(spec: str, split: str | None = None, fields: FieldMap | None = None,
     sink = RowSink(on_error, label)
     for index, row in enumerate(dataset):
         where = f"{label} row {index + 1}"
-        if fields is None and isinstance(row, dict):
-            fields = detect_fields(row)
-        try:
-            problem = row_to_problem(row, fields or FieldMap(), where=where, source=source,
-                                     default_id=f"{source}/{index}")
-        except RowError as error:
-            sink.bad(error)
-            continue
-        sink.add(problem, where)
+        fields = add_row(sink, row, fields, where=where, source=source, default_id=f"{source}/{index}")
     return sink.result

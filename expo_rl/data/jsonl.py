@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from expo_rl.data.result import DataError, LoadResult, OnError, RowError, RowSink
-from expo_rl.data.schema import FieldMap, detect_fields, row_to_problem
+from expo_rl.data.schema import FieldMap, add_row
 
 
 def read_jsonl(path: str | os.PathLike[str], fields: FieldMap | None = None, *, source: str = "",
@@ -43,13 +43,5 @@ def read_jsonl(path: str | os.PathLike[str], fields: FieldMap | None = None, *, 
             except json.JSONDecodeError as error:
                 sink.bad(RowError(where, f"invalid JSON ({error.msg} at column {error.colno})"))
                 continue
-            if fields is None and isinstance(row, dict):
-                fields = detect_fields(row)
-            try:
-                problem = row_to_problem(row, fields or FieldMap(), where=where, source=source,
-                                         default_id=f"{prefix}/{index}")
-            except RowError as error:
-                sink.bad(error)
-                continue
-            sink.add(problem, where)
+            fields = add_row(sink, row, fields, where=where, source=source, default_id=f"{prefix}/{index}")
     return sink.result

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from expo_rl.data.records import Problem
-from expo_rl.data.result import DataError, RowError
+from expo_rl.data.result import DataError, RowError, RowSink
 
 PROBLEM_FIELDS = ("id", "question", "answer", "solution", "level", "subject")
 _LEVEL_TEXT = re.compile(r"^\s*(?:level\s*)?(\d+|\?)\s*$", re.IGNORECASE)
@@ -129,6 +129,21 @@ def row_to_problem(row: Any, fmap: FieldMap, *, where: str, source: str,
         return _convert(row, fmap, source=source, default_id=default_id)
     except ValueError as error:
         raise RowError(where, str(error)) from None
+
+
+def add_row(sink: RowSink, row: Any, fmap: FieldMap | None, *, where: str, source: str,
+            default_id: str) -> FieldMap | None:
+    """Convert ``row`` into ``sink`` (a RowError is raised or counted by the sink), guessing the
+    field map from the first object row when ``fmap`` is None; returns the map for later rows."""
+    if fmap is None and isinstance(row, dict):
+        fmap = detect_fields(row)
+    try:
+        problem = row_to_problem(row, fmap or FieldMap(), where=where, source=source, default_id=default_id)
+    except RowError as error:
+        sink.bad(error)
+        return fmap
+    sink.add(problem, where)
+    return fmap
 
 
 def _convert(row: Any, fmap: FieldMap, *, source: str, default_id: str) -> Problem:

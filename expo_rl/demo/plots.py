@@ -50,9 +50,7 @@ def learning_curves(records: list[TrainRecord], label: str, levels: tuple[int, .
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(label)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _mean_curve(records: list[TrainRecord], key: str) -> list[tuple[int, float]]:
@@ -81,9 +79,7 @@ def zero_signal(records_by_method: dict[str, list[TrainRecord]], labels: dict[st
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Zero-signal GRPO groups (no advantage)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def histograms(diagnostics: dict[str, Any], key: str, xlabel: str, path: Path) -> None:
@@ -102,9 +98,7 @@ def histograms(diagnostics: dict[str, Any], key: str, xlabel: str, path: Path) -
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def dpo_loss_vs_accuracy(records_by_method: dict[str, list[TrainRecord]], labels: dict[str, str],
@@ -127,6 +121,11 @@ def dpo_loss_vs_accuracy(records_by_method: dict[str, list[TrainRecord]], labels
     right.set_ylim(-0.02, 1.02)
     right.set_title("accuracy")
     left.legend(fontsize=7)
+    save(fig, path)
+
+
+def save(fig: Any, path: Path) -> None:
+    """Lay out, write the PNG and free the figure."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
