@@ -39,8 +39,10 @@ GRPO_KEYS = {"grpo/reward_mean", "grpo/accuracy", "grpo/kl", "grpo/clip_frac", "
 def test_tiny_preset_trains_end_to_end(name, tmp_path):
     out = tmp_path / name
     tensorboard = name == "sft"  # once is enough: it is the slowest writer
+    # GRPO samples with the inverse-CDF draw (online RFT and PPO keep the default multinomial)
+    draw = ["--set", "sampling.draw=inverse_cdf"] if name == "grpo" else []
     assert main(["train", name, "--set", f"train.output_dir={out}", "--set", "train.progress=false",
-                 "--set", f"train.tensorboard={str(tensorboard).lower()}"]) == 0
+                 "--set", f"train.tensorboard={str(tensorboard).lower()}", *draw]) == 0
     config = load_config(name)
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, config.train.steps + 1))

@@ -21,6 +21,7 @@ from expo_rl.engine.typed_config import ConfigError
     ("terms.0.reward=nonsense", ["'terms.0.reward'", "correctness", "module:function"]),
     ("train.loss_aggregation=median", ["'train.loss_aggregation'", "allowed values:"]),
     ("train.grad_accum=0", ["'train.grad_accum'", ">= 1"]),
+    ("sampling.draw=gumbel", ["'sampling.draw'", "allowed values: multinomial, inverse_cdf"]),
 ])
 def test_bad_override_names_key_and_allowed_values(override, fragments):
     with pytest.raises(ConfigError) as error:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from expo_rl.policy import build_prompt, encode_prompt, load_tiny, sample
-from expo_rl.policy.sampling import next_tokens, trim_completion
+from expo_rl.policy.sampling import draw_inverse_cdf, next_tokens, trim_completion
 
 EOS, PAD = 2, 0
 
@@ -114,6 +114,45 @@ def test_next_tokens_top_p_and_greedy():
     assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64), atol=0.03)
 
 
+@pytest.mark.parametrize("top_p, expected", [
+    (1.0, [0.5, 0.3, 0.15, 0.05]),
+    (0.7, [0.625, 0.375, 0.0, 0.0]),  # the nucleus {0, 1}, renormalised
+])
+def test_inverse_cdf_draw_has_the_softmax_distribution(top_p, expected):
+    """20,000 draws: every frequency within 4.5 standard errors; zero-mass tokens never drawn."""
+    torch.manual_seed(0)
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(20_000, 4)
+    draws = next_tokens(logits, 1.0, top_p, draw="inverse_cdf")
+    freq = torch.bincount(draws, minlength=4).double() / len(draws)
+    for f, p in zip(freq.tolist(), expected):
+        if p == 0:
+            assert f == 0
+        else:
+            assert abs(f - p) <= 4.5 * (p * (1 - p) / len(draws)) ** 0.5
+
+
+def test_inverse_cdf_draw_rounding_at_the_top_returns_the_last_token_with_mass(monkeypatch):
+    probs = torch.tensor([[0.2, 0.8, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.ones(shape, dtype=kw.get("dtype")))  # u = 1
+    assert draw_inverse_cdf(probs).tolist() == [1, 3]
+
+
+def test_inverse_cdf_sampling_matches_multinomial_in_distribution(stopping, prompts):
+    """Whole completions: stopping fraction and mean length agree within sampling error."""
+    model, tok = stopping
+    stats = {}
+    for draw in ("multinomial", "inverse_cdf"):
+        b = sample(model, tok, prompts[:4], n=12, temperature=1.0, max_new_tokens=24, seed=7, draw=draw)
+        check_semantics(b, tok, 24)
+        lengths = torch.tensor([len(c) for c in b.completion_ids], dtype=torch.float64)
+        stats[draw] = (lengths.mean().item(), lengths.std().item() / len(lengths) ** 0.5, sum(b.finished) / len(b))
+    (m1, se1, f1), (m2, se2, f2) = stats["multinomial"], stats["inverse_cdf"]
+    assert abs(m1 - m2) <= 4 * (se1**2 + se2**2) ** 0.5 + 1e-9
+    assert abs(f1 - f2) <= 0.15
+    again = sample(model, tok, prompts[:4], n=12, temperature=1.0, max_new_tokens=24, seed=7, draw="inverse_cdf")
+    assert again.completion_ids == b.completion_ids  # seeded: reproducible
+
+
 def test_trim_completion():
     assert trim_completion([5, 6, 2, 0, 0], [2]) == ([5, 6, 2], True)
     assert trim_completion([5, 6, 7], [2]) == ([5, 6, 7], False)
@@ -127,6 +166,8 @@ def test_trim_completion():
     (dict(max_new_tokens=0), "max_new_tokens must be >= 1"),
     (dict(batch_size=0), "batch_size must be >= 1"),
     (dict(engine="vllm"), "unknown engine 'vllm'"),
+    (dict(draw="gumbel"), "draw must be one of"),
+    (dict(draw="inverse_cdf", engine="generate"), "needs engine='compact'"),
 ])
 def test_bad_arguments(stopping, kwargs, message):
     model, tok = stopping

@@ -12,9 +12,11 @@ answer format after the chain of thought). Writes
                       lemma2 paired comparison; config; per-question records (numbers only)
   DIR/nll_per_token.png, DIR/log_reachability.png   histograms
 
-Example (the README's reproduction):
-  expo-rl diagnose --model gemma3-270m --data math_train --levels 1,2,3 --limit 100 \\
-      --shuffle-seed 0 --n 4 --max-new-tokens 384 --out runs/diagnose-gemma
+Example (the README's reproduction; 8 questions x (4 + 4) samples = 64 rows per decode step, and
+the inverse-CDF draw, keep a CPU busy with matmuls rather than per-step overhead):
+  expo-rl diagnose --model gemma3-270m --data math_train --levels 1-3 --limit 100 \\
+      --shuffle-seed 0 --n 4 --max-new-tokens 256 --batch-size 64 --questions-per-call 8 \\
+      --draw inverse_cdf --out runs/diagnose_gemma_math
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from expo_rl.expo.diagnostics import (
     summarize_by_group,
 )
 
-# Settings that must match for records of one DIR to be summarised together.
+# Settings that must match for records of one DIR to be summarised together. ``--draw`` is not
+# one: both draws sample the same distribution; each record names its own (absent = multinomial).
 _GENERATION_KEYS = (
     "model", "n", "temperature", "top_p", "max_new_tokens", "hint", "hint_fraction", "task",
     "template", "answer_format", "instruction", "leak_policy", "on_mismatch",
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     explain = explain_config_from_args(args)
     config = DiagnoseConfig(
-        n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+        n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, draw=args.draw,
         instruction=args.instruction, batch_size=args.batch_size, score_batch_size=args.score_batch_size,
         max_score_tokens=args.max_score_tokens,
     )
@@ -129,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
                 with records_path.open("a") as handle:
                     for record in records:
                         record["policy"] = version
+                        record["draw"] = args.draw
                         handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 bar.update(len(chunk))
     records = _read_records(records_path)

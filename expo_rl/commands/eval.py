@@ -66,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="completion length limit; longer ones count as truncated (default: 512)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="sequences per generate call (default: 8 problems x n)")
+    parser.add_argument("--draw", default="multinomial", choices=["multinomial", "inverse_cdf"],
+                        help="how tokens are drawn: torch.multinomial (default), or inverse CDF (same "
+                             "distribution, ~5x cheaper with a 262k vocabulary on CPU; another random stream)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     parser.add_argument("--reward", default="correctness",
                         help="reward deciding correctness: a registered name (correctness, "
@@ -135,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             result = evaluate(model, tokenizer, loaded.problems, n=args.n, ks=args.k,
                               temperature=args.temperature, top_p=args.top_p,
                               max_new_tokens=args.max_new_tokens, seed=args.seed,
-                              batch_size=args.batch_size, reward_fn=reward_fn,
+                              batch_size=args.batch_size, draw=args.draw, reward_fn=reward_fn,
                               show_progress=not args.no_progress, on_chunk=write_chunk)
     result.settings.update(model=args.model, data=args.data, split=args.split, limit=args.limit,
                            levels=args.levels, device=args.device, dtype=args.dtype)

@@ -75,6 +75,9 @@ class SamplingConfig:
     top_p: float = _help("nucleus sampling threshold", default=1.0)
     max_new_tokens: int = _help("generation length cap (tokens)", default=256)
     batch_size: int | None = _help("sequences per generation forward pass (default: all at once)", default=None)
+    draw: Literal["multinomial", "inverse_cdf"] = _help(
+        "how tokens are drawn: torch.multinomial, or inverse CDF (same distribution, ~5x cheaper per "
+        "step with a 262k vocabulary on CPU; another random stream)", default="multinomial")
 
 
 @dataclass

@@ -116,7 +116,7 @@ def build_terms(config: RunConfig, problems: list[Problem], *, tokenizer: Any,
             # autocast too for the frozen copy, which accelerate did not prepare
             with torch.no_grad(), accelerator.autocast():
                 return sample(model, tokenizer, prompts, n=n, temperature=s.temperature, top_p=s.top_p,
-                              max_new_tokens=s.max_new_tokens, seed=seed, batch_size=s.batch_size)
+                              max_new_tokens=s.max_new_tokens, seed=seed, batch_size=s.batch_size, draw=s.draw)
         finally:
             model.train(was_training)
 

@@ -119,6 +119,7 @@ def evaluate(
     max_new_tokens: int = 512,
     seed: int = 0,
     batch_size: int | None = None,
+    draw: str = "multinomial",
     reward_fn: Callable[..., float] = correctness_reward,
     show_progress: bool = True,
     keep_samples: bool = False,
@@ -150,7 +151,7 @@ def evaluate(
         chunk = problems[first:first + per_chunk]
         batch = sample(model, tokenizer, [build_prompt(tokenizer, p.question) for p in chunk],
                        n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                       seed=seed + first, batch_size=batch_size)
+                       seed=seed + first, batch_size=batch_size, draw=draw)
         owners = [chunk[i] for i in batch.prompt_index]
         rewards = batch_rewards(reward_fn, batch.texts, [p.answer for p in owners],
                                 [_row_fields(p) for p in owners])
@@ -185,7 +186,7 @@ def evaluate(
         verifier=VerifierStats.difference(verifier_stats.snapshot(), stats_before),
         wall_time_s=time.perf_counter() - start,
         settings={"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
-                  "seed": seed, "batch_size": batch_size,
+                  "seed": seed, "batch_size": batch_size, "draw": draw,
                   "reward": getattr(reward_fn, "__name__", str(reward_fn))},
         samples=samples,
     )

@@ -57,6 +57,7 @@ class DiagnoseConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 384
+    draw: str = "multinomial"  # expo_rl.policy.sampling: multinomial | inverse_cdf (same distribution)
     instruction: str | None = None  # plain-prompt instruction; None = the policy default
     batch_size: int = 8
     score_batch_size: int = 4
@@ -126,6 +127,7 @@ def diagnose_batch(
         max_new_tokens=config.max_new_tokens,
         seed=seed,
         batch_size=config.batch_size,
+        draw=config.draw,
     )
     records = [
         {

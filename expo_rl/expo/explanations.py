@@ -123,9 +123,14 @@ class ExplainConfig:
     temperature: float = 0.9
     top_p: float = 1.0
     max_new_tokens: int = 512
+    draw: str = "multinomial"  # how tokens are drawn (expo_rl.policy.sampling: multinomial | inverse_cdf)
 
     def __post_init__(self) -> None:
+        from expo_rl.policy.sampling import DRAWS
+
         get_hint_source(self.hint)
+        if self.draw not in DRAWS:
+            raise ValueError(f"draw={self.draw!r}; allowed: {', '.join(DRAWS)}")
         if self.on_mismatch not in ON_MISMATCH:
             raise ValueError(f"on_mismatch={self.on_mismatch!r}; allowed: {', '.join(ON_MISMATCH)}")
         if self.leak_policy not in LEAK_POLICIES:
@@ -258,6 +263,7 @@ def generate_explanations(
             max_new_tokens=config.max_new_tokens,
             seed=seed,
             batch_size=batch_size,
+            draw=config.draw,
         )
     else:
         batch = sampler(model, list(prompts), n=n, seed=seed)

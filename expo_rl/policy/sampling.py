@@ -19,6 +19,17 @@ the model's generation-config defaults such as Gemma's top_k=64 are overridden) 
   math work: completions end anywhere between 16 and 256+ tokens) this does a fraction of
   ``generate``'s work.
 
+How a token is drawn from that distribution (``draw``):
+
+* ``"multinomial"`` (default): ``torch.multinomial``, HF's own way. On CPU it draws one
+  exponential variate per vocabulary entry per row: with Gemma 3's 262,144-token vocabulary that
+  is ~60 ms for 8 rows, ~45% of a 64-row decode step of Gemma 3 270M.
+* ``"inverse_cdf"``: one uniform ``u`` per row and the first token whose cumulative probability
+  exceeds ``u * total`` (``searchsorted`` on the cumsum): the same distribution, ~5x cheaper at
+  that vocabulary size (measured: 107 vs 515 ms for 64 rows, one thread). Its random stream differs
+  from ``"multinomial"``, so the same seed gives other (equally distributed) samples. Only the
+  compact engine supports it (``generate`` samples with ``torch.multinomial`` internally).
+
 Determinism: with ``seed`` set, the global torch RNG is seeded inside ``torch.random.fork_rng``,
 so equal arguments give equal samples and the caller's RNG stream is left untouched.
 """
@@ -37,6 +48,8 @@ from expo_rl.policy.prompts import encode_prompt
 
 Engine = Literal["compact", "generate"]
 ENGINES = ("compact", "generate")
+Draw = Literal["multinomial", "inverse_cdf"]
+DRAWS = ("multinomial", "inverse_cdf")
 
 
 @dataclass
@@ -119,14 +132,35 @@ def _warpers(temperature: float, top_p: float) -> list[Any]:
     return warpers
 
 
-def next_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+def draw_inverse_cdf(probs: torch.Tensor) -> torch.Tensor:
+    """[R] indices drawn from the rows of ``probs`` [R,V] (non-negative, not necessarily normalised).
+
+    Row ``r`` returns the first ``i`` with ``cumsum(p_r)[i] > u_r * sum(p_r)``, ``u_r ~ U[0, 1)``:
+    ``P(i) = p_r[i] / sum(p_r)`` exactly (up to float rounding of the cumsum). Entries with
+    ``p = 0`` are never returned (the cumsum does not increase there; ``right=True`` skips ties).
+    """
+    cumulative = probs.cumsum(dim=-1)
+    total = cumulative[:, -1:]
+    threshold = torch.rand(total.shape, dtype=cumulative.dtype, device=cumulative.device) * total
+    index = torch.searchsorted(cumulative, threshold, right=True).squeeze(1)
+    past_end = index >= probs.shape[-1]
+    if past_end.any():  # float rounding put u * total at the top: the last token with mass
+        rows = past_end.nonzero(as_tuple=True)[0]
+        index[rows] = probs.shape[-1] - 1 - (probs[rows].flip(-1) > 0).int().argmax(-1)
+    return index
+
+
+def next_tokens(logits: torch.Tensor, temperature: float, top_p: float, draw: Draw = "multinomial") -> torch.Tensor:
     """[R] tokens from [R,V] logits: argmax when temperature == 0, else a draw from the warped softmax."""
     if temperature == 0:
         return logits.argmax(-1)
     scores = logits.float()
     for warp in _warpers(temperature, top_p):
         scores = warp(None, scores)
-    return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+    probs = torch.softmax(scores, dim=-1)
+    if draw == "inverse_cdf":
+        return draw_inverse_cdf(probs)
+    return torch.multinomial(probs, num_samples=1).squeeze(1)
 
 
 def _cache_kwarg(model: Any) -> str:
@@ -137,7 +171,8 @@ def _cache_kwarg(model: Any) -> str:
 
 @torch.no_grad()
 def _decode_compact(model: Any, prompt_rows: list[list[int]], repeats: list[int], *, temperature: float,
-                    top_p: float, max_new_tokens: int, eos_ids: list[int], pad_id: int) -> list[list[int]]:
+                    top_p: float, max_new_tokens: int, eos_ids: list[int], pad_id: int,
+                    draw: Draw = "multinomial") -> list[list[int]]:
     """Completions for ``repeats[i]`` samples of each prompt row, dropping rows as they finish.
 
     Returns one token list per sample (prompt ``i``'s samples consecutive), EOS kept, no padding.
@@ -163,7 +198,7 @@ def _decode_compact(model: Any, prompt_rows: list[list[int]], repeats: list[int]
     generated = torch.full((len(live), max_new_tokens), -1, dtype=torch.long, device=device)
     eos = torch.tensor(eos_ids, device=device)
     for step in range(max_new_tokens):
-        tokens = next_tokens(logits, temperature, top_p)
+        tokens = next_tokens(logits, temperature, top_p, draw)
         generated[live, step] = tokens
         done = torch.isin(tokens, eos)
         if step == max_new_tokens - 1:
@@ -206,7 +241,7 @@ def _decode_generate(model: Any, rows: list[list[int]], *, temperature: float, t
 
 def sample(model: Any, tokenizer: Any, prompts: list[str], *, n: int = 1, temperature: float = 1.0,
            top_p: float = 1.0, max_new_tokens: int = 256, seed: int | None = None,
-           batch_size: int | None = None, engine: Engine = "compact") -> SampleBatch:
+           batch_size: int | None = None, engine: Engine = "compact", draw: Draw = "multinomial") -> SampleBatch:
     """``n`` completions of each prompt string (see the module docstring for the semantics).
 
     Args:
@@ -214,8 +249,13 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], *, n: int = 1, temper
         temperature: 0 = greedy; top_p: nucleus mass in (0, 1].
         batch_size: rows (prompt x sample pairs) per micro-batch; None = all rows at once.
         engine: ``"compact"`` (drop finished rows, shared prefill) or ``"generate"`` (HF generate).
+        draw: ``"multinomial"`` or ``"inverse_cdf"`` (compact engine only; module docstring).
     """
     _check_args(n, temperature, top_p, max_new_tokens, batch_size, engine)
+    if draw not in DRAWS:
+        raise ValueError(f"sample: draw must be one of {DRAWS}, got {draw!r}")
+    if draw != "multinomial" and engine != "compact":
+        raise ValueError(f"sample: draw={draw!r} needs engine='compact' (generate draws with torch.multinomial)")
     if not prompts:
         return SampleBatch()
     model = unwrap(model)
@@ -244,7 +284,8 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], *, n: int = 1, temper
                 distinct = list(dict.fromkeys(owners))  # consecutive after the stable sort
                 repeats = [owners.count(p) for p in distinct]
                 new = _decode_compact(model, [prompt_ids[p] for p in distinct], repeats, temperature=temperature,
-                                      top_p=top_p, max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id)
+                                      top_p=top_p, max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
+                                      draw=draw)
             for j, tokens in zip(chunk, new):
                 raw[j] = tokens
 
