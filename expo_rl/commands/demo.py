@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rebuild-base", action="store_true",
                         help="retrain the base model (into OUT/base_model) instead of using the shipped one")
     parser.add_argument("--lr", type=float, default=None, help="learning rate of the GRPO-family methods")
+    parser.add_argument("--dpo-lr", type=float, default=None, help="learning rate of the DPO methods (--full)")
     parser.add_argument("--steps", type=int, default=None, help="override the budget's training steps")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: all cores, or 1 when the machine is already "
@@ -69,7 +70,7 @@ def command_line(args: argparse.Namespace, budget: str) -> str:
         parts.append(f"--first-seed={args.first_seed}")
     if args.task != "modular":
         parts.append(f"--task={args.task}")
-    for flag, value in (("--lr", args.lr), ("--steps", args.steps)):
+    for flag, value in (("--lr", args.lr), ("--dpo-lr", args.dpo_lr), ("--steps", args.steps)):
         if value is not None:
             parts.append(f"{flag}={value}")
     if args.rebuild_base:
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     methods = full_methods(budget.refresh_every) if name == "full" else default_methods()
     builtin = args.task == "modular"
     base_dir = SHIPPED_DIR if builtin and not args.rebuild_base else args.out / "base_model"
-    overrides = {"lr": args.lr} if args.lr is not None else {}
+    overrides = {key: value for key, value in (("lr", args.lr), ("dpo_lr", args.dpo_lr)) if value is not None}
     torch.set_num_threads(args.threads or auto_threads())
     config = DemoConfig(task_spec=args.task, budget=budget, methods=methods, seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
                         out_dir=args.out, base_dir=base_dir, rebuild_base=args.rebuild_base,

@@ -140,7 +140,8 @@ def markdown(report: dict[str, Any], methods: list[Method], levels: tuple[int, .
         f"Training: {report['settings']['steps']} steps of {report['settings']['questions_per_step']} "
         f"questions (per step, by level: {report['mix']}), G = {report['settings']['group_size']}, "
         f"lr {report['settings']['lr']}, KL beta {report['settings']['kl_beta']}, lambda "
-        f"{report['settings']['sft_weight']}.",
+        f"{report['settings']['sft_weight']}."
+        + (f" DPO: lr {report['settings']['dpo_lr']}, beta {report['settings']['dpo_beta']}." if dpo_names else ""),
         "",
         "## Table 3 shape: pass@8 (%) per level",
         "",
@@ -209,6 +210,13 @@ def dpo_summary(report: dict[str, Any]) -> str:
         if x is not None and y is not None:
             lines.append(f"- {what}: mean pass@8 over levels {100 * x:.1f} vs {100 * y:.1f} "
                          f"({100 * (x - y):+.1f} points, measured).")
+    base = overall("base")
+    for name in ("exp_dpo_offline", "dpo_expert_offline", "exp_dpo_online", "dpo_expert_online"):
+        x = overall(name)
+        if x is not None and base is not None and x < base - 0.05:
+            lines.append(f"- {report['methods'][name]['label']} ends below the base model (mean pass@8 over levels "
+                         f"{100 * x:.1f} vs {100 * base:.1f}): at DPO lr {report['settings']['dpo_lr']} and beta "
+                         f"{report['settings']['dpo_beta']} it damaged what the base model could do.")
     for name in ("exp_dpo_offline", "dpo_expert_offline", "exp_dpo_online", "dpo_expert_online"):
         losses = report["training"].get(name, {}).get("final_dpo_loss") or []
         losses = [v for v in losses if v is not None]

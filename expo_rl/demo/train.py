@@ -34,7 +34,10 @@ class TrainSettings:
     questions_per_step: int
     group_size: int = 8
     lr: float = 2e-4
-    dpo_lr: float = 2e-4
+    # 2e-4 (the GRPO lr) drove every DPO variant of `expo-rl demo --full` far below the base model
+    # on all levels (seed 0: mean pass@8 over levels 0.9-20.9% vs 66.2%); at 2e-5 they keep levels
+    # 1-3 (docs/notes/issue6-demo.md, "DPO learning rate").
+    dpo_lr: float = 2e-5
     kl_beta: float = 0.04
     dpo_beta: float = 0.1
     sft_weight: float = 1.0          # lambda of ExP-GRPO / SFT-GT-CoT
