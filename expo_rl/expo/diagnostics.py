@@ -314,12 +314,16 @@ def plot_histograms(records: Sequence[dict[str, Any]], out_dir) -> list[str]:
         ),
     ):
         figure, axes = plt.subplots(figsize=(7, 4))
-        for kind in KINDS:
-            values = [transform(v) for v in _values(records, kind, key) if v is not None]
-            if values:
-                axes.hist(values, bins=40, alpha=0.5, label=f"{labels[kind]} (n={len(values)})")
+        series = {kind: [transform(v) for v in _values(records, kind, key) if v is not None] for kind in KINDS}
+        pooled = [v for values in series.values() for v in values]
+        if pooled:  # one set of bins and densities: kinds with different sample counts stay comparable
+            low, high = min(pooled), max(pooled)
+            bins = [low + (high - low) * i / 40 for i in range(41)] if high > low else 40
+            for kind, values in series.items():
+                if values:
+                    axes.hist(values, bins=bins, density=True, alpha=0.5, label=f"{labels[kind]} (n={len(values)})")
         axes.set_title(title)
-        axes.set_ylabel("samples")
+        axes.set_ylabel("density")
         axes.legend()
         figure.tight_layout()
         path = f"{out_dir}/{key}.png"
