@@ -38,6 +38,9 @@ def _int_list(text: str) -> list[int]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    # imports torch, as the diagnose/explain parsers already do
+    from expo_rl.policy.sampling import DRAWS
+
     parser = subparsers.add_parser(
         "eval", help="pass@k of a model on MATH-500, GSM8K or any problem set",
         description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -66,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="completion length limit; longer ones count as truncated (default: 512)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="sequences per generate call (default: 8 problems x n)")
-    parser.add_argument("--draw", default="multinomial", choices=["multinomial", "inverse_cdf"],
+    parser.add_argument("--draw", default="multinomial", choices=DRAWS,
                         help="how tokens are drawn: torch.multinomial (default), or inverse CDF (same "
                              "distribution, ~5x cheaper with a 262k vocabulary on CPU; another random stream)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")

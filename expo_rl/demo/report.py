@@ -194,6 +194,9 @@ def outcome_sentence(gap: float | None, hard: int) -> str:
             "of inverses mod p); more steps, a smaller hard level or a larger model are the levers.")
 
 
+_DPO_METHODS = ("exp_dpo_offline", "dpo_expert_offline", "exp_dpo_online", "dpo_expert_online")
+
+
 def dpo_summary(report: dict[str, Any]) -> str:
     lines = []
     levels = [k for k in next(iter(report["methods"].values()))["by_level"]]
@@ -211,13 +214,13 @@ def dpo_summary(report: dict[str, Any]) -> str:
             lines.append(f"- {what}: mean pass@8 over levels {100 * x:.1f} vs {100 * y:.1f} "
                          f"({100 * (x - y):+.1f} points, measured).")
     base = overall("base")
-    for name in ("exp_dpo_offline", "dpo_expert_offline", "exp_dpo_online", "dpo_expert_online"):
+    for name in _DPO_METHODS:
         x = overall(name)
         if x is not None and base is not None and x < base - 0.05:
             lines.append(f"- {report['methods'][name]['label']} ends below the base model (mean pass@8 over levels "
                          f"{100 * x:.1f} vs {100 * base:.1f}): at DPO lr {report['settings']['dpo_lr']} and beta "
                          f"{report['settings']['dpo_beta']} it damaged what the base model could do.")
-    for name in ("exp_dpo_offline", "dpo_expert_offline", "exp_dpo_online", "dpo_expert_online"):
+    for name in _DPO_METHODS:
         losses = report["training"].get(name, {}).get("final_dpo_loss") or []
         losses = [v for v in losses if v is not None]
         if losses:

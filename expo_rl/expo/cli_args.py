@@ -18,6 +18,7 @@ from expo_rl.expo.explanations import (
 )
 from expo_rl.expo.hints import HINT_SOURCES, HintOptions
 from expo_rl.expo.selection import load_selection, parse_levels
+from expo_rl.policy.sampling import DRAWS
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +66,7 @@ def add_explain_args(parser: argparse.ArgumentParser, *, temperature: float, max
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="generation length cap")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per generation forward pass")
-    parser.add_argument("--draw", default="multinomial", choices=["multinomial", "inverse_cdf"],
+    parser.add_argument("--draw", default="multinomial", choices=DRAWS,
                         help="how tokens are drawn: torch.multinomial, or inverse CDF (same distribution, "
                              "~5x cheaper with a 262k vocabulary on CPU; other random stream)")
     parser.add_argument("--questions-per-call", type=int, default=2,

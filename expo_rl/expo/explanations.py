@@ -52,6 +52,7 @@ from expo_rl.data.records import Problem
 from expo_rl.expo.answer_format import get_answer_format, resolve_task, with_gold_answer
 from expo_rl.expo.hints import HintOptions, get_hint_source
 from expo_rl.expo.leaks import count_hint_mentions, strip_hint_mentions
+from expo_rl.policy.sampling import DRAWS
 
 OnMismatch = Literal["drop", "repair"]
 LeakPolicy = Literal["strip", "keep", "drop"]
@@ -126,8 +127,6 @@ class ExplainConfig:
     draw: str = "multinomial"  # how tokens are drawn (expo_rl.policy.sampling: multinomial | inverse_cdf)
 
     def __post_init__(self) -> None:
-        from expo_rl.policy.sampling import DRAWS
-
         get_hint_source(self.hint)
         if self.draw not in DRAWS:
             raise ValueError(f"draw={self.draw!r}; allowed: {', '.join(DRAWS)}")
