@@ -81,3 +81,62 @@ def test_full_method_set_runs_and_states_the_dpo_comparison(tmp_path):
     text = (out / "report.md").read_text()
     assert "Table 2 shape" in text and "offline: c~ vs c_E" in text and "online vs offline" in text
     assert "figure6_dpo" in report["figures"]
+
+
+def _results(report: dict) -> dict:
+    """What a run measured, without how long it took or where it ran."""
+    training = {name: {k: v for k, v in entry.items() if k != "seconds_per_seed"}
+                for name, entry in report["training"].items()}
+    return {"methods": report["methods"], "training": training, "diagnostics": report["diagnostics"],
+            "initial_positives": report["initial_positives"], "base_model": report["base_model"]["final_nll"]}
+
+
+def test_worker_processes_reproduce_the_single_process_run(tmp_path):
+    """Every job seeds its own random streams, so two spawned worker processes (each loading the
+    user task from its file and the base model from disk, jobs finishing in any order) write the
+    same tables as one process, seeds and methods in the same order."""
+    reports = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"workers{workers}"
+        assert main(["demo", "--task", str(FIXTURE), "--budget", "tiny", "--seeds", "2", "--out", str(out),
+                     "--no-progress", "--threads", "1", "--workers", workers]) == 0
+        reports[workers] = check_report(out, TABLE3, seeds=2)
+    assert reports["2"]["machine"]["workers"] == 2 and reports["1"]["machine"]["workers"] == 1
+    assert _results(reports["2"]) == _results(reports["1"])
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--threads"])
+def test_bad_parallelism_is_a_clear_error(tmp_path, capsys, flag):
+    assert main(["demo", "--budget", "tiny", flag, "0", "--out", str(tmp_path / "x")]) == 2
+    assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cores, load, runs, expected", [
+    (2, 0.1, 3, (1, 2)),     # one seed of the default demo: one process, both cores' threads
+    (2, 0.1, 9, (2, 1)),     # --seeds 3: a worker per core
+    (16, 0.5, 24, (12, 1)),  # --full --seeds 3 on a big machine: one worker per two runs
+    (2, 1.5, 9, (1, 1)),     # busy machine: one process, one thread
+])
+def test_default_parallelism_follows_the_machine(monkeypatch, cores, load, runs, expected):
+    import os
+
+    from expo_rl.commands.demo import parallelism
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    assert parallelism(None, None, runs) == expected
+    assert parallelism(3, None, runs)[0] == 3 and parallelism(None, 5, runs)[1] == 5
+
+
+def test_a_failing_job_in_a_worker_surfaces_its_error(tmp_path):
+    """A bug in a user's task (here its verifier) stops the run with the task's own error, raised
+    in the parent process, instead of hanging or losing the message in a worker."""
+    broken = tmp_path / "broken_task.py"
+    broken.write_text(FIXTURE.read_text() + (
+        "\n\nclass BrokenVerifier(DigitSumTask):\n"
+        "    def verify(self, problem, completion):\n"
+        "        raise ValueError('broken verifier of the user task')\n\n\n"
+        "TASK = BrokenVerifier()\n"))
+    with pytest.raises(ValueError, match="broken verifier of the user task"):
+        main(["demo", "--task", str(broken), "--budget", "tiny", "--seeds", "2", "--out", str(tmp_path / "o"),
+              "--no-progress", "--threads", "1", "--workers", "2"])

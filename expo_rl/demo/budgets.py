@@ -43,10 +43,10 @@ BUDGETS: dict[str, Budget] = {
                     diagnostic_questions=16, refresh_every=5, base_steps=300),
     # 32 questions x G = 4 per step (128 rollouts): more hard questions per step for the same
     # sampling cost, since a level-5 self-explanation teaches one entry of a table mod 17.
-    "default": Budget("default", steps=70, mix={1: 2, 2: 2, 3: 2, 4: 4, 5: 22}, eval_per_level=64,
+    "default": Budget("default", steps=120, mix={1: 2, 2: 2, 3: 2, 4: 4, 5: 22}, eval_per_level=64,
                       curve_every=20, curve_questions=8, diagnostic_questions=64, refresh_every=20,
                       group_size=4, explanation_tries=2),
-    "full": Budget("full", steps=70, mix={1: 2, 2: 2, 3: 2, 4: 4, 5: 22}, eval_per_level=64,
+    "full": Budget("full", steps=120, mix={1: 2, 2: 2, 3: 2, 4: 4, 5: 22}, eval_per_level=64,
                    curve_every=20, curve_questions=8, diagnostic_questions=64, refresh_every=20,
                    group_size=4, explanation_tries=2),
 }

@@ -109,7 +109,10 @@ def _machine(machine: dict[str, Any]) -> str:
     """CPUs, threads, torch, platform and the load average (1/5/15 min) at start and end."""
     def load(values: list[float] | None) -> str:
         return "n/a" if not values else " / ".join(f"{v:.2f}" for v in values)
-    return (f"{machine['cpu_count']} CPUs, {machine.get('torch_threads')} torch thread(s), torch "
+    workers = machine.get("workers", 1)
+    processes = (f"{workers} worker processes x {machine.get('threads_per_worker')} torch thread(s)"
+                 if workers > 1 else f"{machine.get('torch_threads')} torch thread(s)")
+    return (f"{machine['cpu_count']} CPUs, {processes}, torch "
             f"{machine['torch']} ({machine['platform']}); load average (1/5/15 min) at start "
             f"{load(machine.get('load_average_at_start'))}, at end {load(machine.get('load_average_at_end'))}")
 
@@ -169,8 +172,7 @@ def markdown(report: dict[str, Any], methods: list[Method], levels: tuple[int, .
         "samples (zero advantage, only the KL term acts), while the model *can* explain a given answer in "
         "its own style (diagnostics above). ExP-GRPO adds an SFT term on those self-explanations.",
         outcome_sentence(gap, hard),
-        "- Expert solutions are correct but written in a style the model never produces (high NLL); "
-        "training on them (SFT-GT-CoT, DPO with c_E) is compared under the same budget.",
+        expert_sentence(report, levels),
         "- It does not show that ExPO improves mathematical reasoning: the task is a toy (three modular "
         "equations; what is learned at the hardest level is essentially a multiplication/inverse table "
         "mod p, and held-out questions share single equations with training questions). The model has "
@@ -192,6 +194,36 @@ def outcome_sentence(gap: float | None, hard: int) -> str:
             f"{100 * gap:+.1f} points from GRPO's. A positive signal on training questions is not enough "
             "when the budget is too small for the model to learn what the hard level needs (here a table "
             "of inverses mod p); more steps, a smaller hard level or a larger model are the levers.")
+
+
+def expert_sentence(report: dict[str, Any], levels: tuple[int, ...]) -> str:
+    """How SFT on expert solutions (SFT-GT-CoT) compares with ExP-GRPO, as measured: on the
+    hardest level, and on the other levels (where replacing the model's own style shows)."""
+    methods = report["methods"]
+    if "grpo_sft_gt_cot" not in methods or "exp_grpo" not in methods:
+        return ("- Expert solutions are correct but written in a style the model never produces (high "
+                "NLL above).")
+    hard, others = max(levels), [lv for lv in levels if lv != max(levels)]
+
+    def value(name: str, level: int, key: str) -> float:
+        return methods[name]["by_level"][str(level)][key]
+
+    def others_pass1(name: str) -> float:
+        return statistics.fmean(value(name, lv, "pass@1") for lv in others)
+
+    expert, explained = value("grpo_sft_gt_cot", hard, "pass@8"), value("exp_grpo", hard, "pass@8")
+    line = (f"- Expert solutions are correct but written in a style the model never produces (high NLL "
+            f"above). SFT on them (GRPO SFT-GT-CoT) vs ExP-GRPO, measured: level-{hard} pass@8 "
+            f"{100 * expert:.1f} vs {100 * explained:.1f}; mean pass@1 over levels "
+            f"{others[0]}-{others[-1]} {100 * others_pass1('grpo_sft_gt_cot'):.1f} vs "
+            f"{100 * others_pass1('exp_grpo'):.1f} (base model {100 * others_pass1('base'):.1f}).")
+    if expert > explained:
+        line += (f" On level {hard} alone SFT-GT-CoT scores higher: the paper's finding that ExP-GRPO beats "
+                 f"it on hard questions is not reproduced here")
+        lost = others_pass1("base") - others_pass1("grpo_sft_gt_cot")
+        line += (f", although it costs SFT-GT-CoT {100 * lost:.1f} points of pass@1 on the other levels."
+                 if lost > 0.1 else ".")
+    return line
 
 
 _DPO_METHODS = ("exp_dpo_offline", "dpo_expert_offline", "exp_dpo_online", "dpo_expert_online")

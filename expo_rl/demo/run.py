@@ -1,6 +1,9 @@
 """``expo-rl demo`` end to end: base model -> question pools -> per seed: evaluate the base,
 build the initial positives, train and evaluate every method -> diagnostics -> report.
 
+The per-seed work runs as independent jobs (``jobs.py``), in this process or in a pool of
+worker processes; the report is assembled in seed and method order either way.
+
 Every method of a seed starts from the same base model, sees the same training questions in the
 same order (the pool is shared) and is evaluated on the same held-out questions; only the loss
 terms and the positives differ (see ``methods.py``).
@@ -15,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from expo_rl.demo.budgets import Budget, scaled_mix
+from expo_rl.demo.jobs import KS, JobPlan, run_jobs
 from expo_rl.demo.methods import Method
 from expo_rl.demo.tasks.base import DemoTask
 from expo_rl.demo.train import TrainRecord, TrainSettings
-
-KS = (1, 8)
 
 
 @dataclass(frozen=True)
@@ -36,20 +38,17 @@ class DemoConfig:
     settings_overrides: dict[str, Any]
     command: str
     progress: bool = True
+    workers: int = 1        # processes running the jobs (``jobs.py``); 1 = this process
+    threads: int = 1        # torch threads per worker process (``workers`` > 1)
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Run the demo and write ``report.md``, ``report.json`` and the figures to ``out_dir``."""
-    import torch
     from tqdm.auto import tqdm
 
-    from expo_rl.demo.build_base import load_base
-    from expo_rl.demo.diagnostics import diagnose
-    from expo_rl.demo.evaluate import evaluate_levels
     from expo_rl.demo.pools import make_pools
     from expo_rl.demo.report import write_report
     from expo_rl.demo.tasks import load_task
-    from expo_rl.demo.train import initial_positives, train_method
 
     started = time.perf_counter()
     load_at_start = _load_average()
@@ -57,7 +56,6 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     budget = config.budget
     config.out_dir.mkdir(parents=True, exist_ok=True)
     base_meta = ensure_base(task, config)
-    base, tokenizer = load_base(config.base_dir)
     mix = scaled_mix(budget.mix, task.levels)
     settings = TrainSettings(steps=budget.steps, questions_per_step=sum(mix.values()),
                              curve_every=budget.curve_every, curve_questions=budget.curve_questions,
@@ -66,45 +64,39 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     pools = make_pools(task, eval_per_level=budget.eval_per_level, mix=mix, steps=budget.steps)
     curve_set = {lv: ps[:budget.curve_questions] for lv, ps in pools.held_out.items()} if budget.curve_questions else {}
 
+    plan = JobPlan(task_spec=config.task_spec, base_dir=config.base_dir, settings=settings,
+                   train_pool=pools.train, held_out=pools.held_out, curve_set=curve_set,
+                   eval_samples=budget.eval_samples, diagnostic_questions=budget.diagnostic_questions,
+                   want_rejected=any(m.family == "dpo" for m in config.methods))
+    n_jobs = len(config.seeds) * len(config.methods)
+    bars = {
+        "train": tqdm(total=n_jobs * settings.steps, desc=f"training ({n_jobs} runs)", unit="step",
+                      disable=not config.progress, position=0),
+        "eval": tqdm(total=len(config.seeds) * (1 + len(config.methods)) * len(task.levels),
+                     desc="held-out evaluation", unit="level", disable=not config.progress, position=1),
+    }
+    done = run_jobs(plan, config.seeds, config.methods, workers=config.workers, threads=config.threads, bars=bars)
+    for bar in bars.values():
+        bar.close()
     results: dict[str, dict[int, list[dict[str, float]]]] = {"base": {}}
     records: dict[str, list[TrainRecord]] = {m.name: [] for m in config.methods}
-    positives_stats: list[dict[str, float]] = []
-    want_rejected = any(m.family == "dpo" for m in config.methods)
-    eval_bar_total = len(config.seeds) * (1 + len(config.methods)) * len(task.levels)
-    eval_bar = tqdm(total=eval_bar_total, desc="held-out evaluation", unit="level",
-                    disable=not config.progress, position=1)
-    for seed in config.seeds:
-        torch.manual_seed(seed)
-        _collect(results, "base", evaluate_levels(base, tokenizer, task, pools.held_out, n=budget.eval_samples,
-                                                  ks=KS, temperature=settings.temperature,
-                                                  seed=seed * 7_777, progress=eval_bar))
-        positives = initial_positives(base, tokenizer, task, pools.train, settings=settings, seed=seed * 9_973,
-                                      want_rejected=want_rejected)
-        positives_stats.append({"seed": seed, "coverage": positives.explanations.coverage,
-                                "hinted_correct": positives.explanations.hinted_correct,
-                                "hinted_strict": positives.explanations.hinted_strict})
+    for seed in config.seeds:  # in seed order, whatever order the jobs finished in
+        _collect(results, "base", done.base[seed])
         for method in config.methods:
-            bar = tqdm(total=settings.steps, desc=f"seed {seed} {method.label}", unit="step",
-                       disable=not config.progress, position=0, leave=False)
-            model, record = train_method(method, base, tokenizer, task, pools.train, positives, settings,
-                                         seed=seed, curve_set=curve_set, progress=bar)
-            bar.close()
+            record, by_level = done.methods[(seed, method.name)]
             records[method.name].append(record)
-            _collect(results, method.name, evaluate_levels(model, tokenizer, task, pools.held_out,
-                                                           n=budget.eval_samples, ks=KS,
-                                                           temperature=settings.temperature,
-                                                           seed=seed * 7_777, progress=eval_bar))
-            del model
-    eval_bar.close()
-    hardest = max(task.levels)
-    diagnostics = diagnose(base, tokenizer, task, pools.held_out[hardest][:budget.diagnostic_questions],
-                           temperature=settings.temperature, seed=config.seeds[0])
-    diagnostics["level"] = hardest
+            _collect(results, method.name, by_level)
+    positives_stats = [done.positives[seed] for seed in config.seeds]
+    diagnostics = done.diagnostics
     wall = time.perf_counter() - started
+    machine = machine_description(load_at_start)
+    machine["workers"] = config.workers
+    if config.workers > 1:
+        machine["threads_per_worker"] = config.threads
     context = {
         "task": task.name, "task_spec": config.task_spec, "budget": budget.name,
         "command": config.command, "seeds": config.seeds, "wall_seconds": round(wall, 1),
-        "machine": machine_description(load_at_start), "base_model": base_meta, "mix": mix,
+        "machine": machine, "base_model": base_meta, "mix": mix,
         "settings": asdict(settings), "eval": {"per_level": budget.eval_per_level,
                                                "samples": budget.eval_samples, "ks": list(KS)},
         "initial_positives": positives_stats,
