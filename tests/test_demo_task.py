@@ -142,3 +142,52 @@ def test_held_out_questions_never_in_training_pool():
     assert not keys & {p.question for p in pool}
     # step blocks are level-stratified: 2 level-1 then 3 level-5 questions per step
     assert [p.level for p in pool[:5]] == [1, 1, 5, 5, 5]
+
+
+def test_first_stage_of_the_shipped_recipe_has_no_hard_hinted_traces():
+    """``ModularTask(hard_hints=False)`` (stage 1 of ``build_shipped_recipe``): hard levels appear
+    only as check traces; easy levels keep solve and hinted traces."""
+    from expo_rl.demo.tasks.modular import ModularTask
+
+    stage1, rng = ModularTask(hard_hints=False), random.Random(3)
+    for level in (4, 5):
+        assert all("check" in prompt for prompt, _ in stage1.pretraining_examples(level, rng))
+    assert {"hint" in p for p, _ in stage1.pretraining_examples(2, rng)} == {True, False}
+
+
+def test_shipped_recipe_flag_is_for_the_builtin_task_only(capsys):
+    import pytest
+
+    from expo_rl.demo.build_base import main as build_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_main(["--task", str(FIXTURE), "--shipped-recipe", "--out", "unused"])
+    assert exit_info.value.code == 2
+    assert "--shipped-recipe is the recipe of the built-in modular task only" in capsys.readouterr().err
+
+
+def test_shipped_recipe_runs_two_stages_and_leaves_only_the_model(tmp_path, monkeypatch):
+    """The recipe's plumbing with 2 updates per stage on a 1-layer model: stage 1 without the
+    hard-level hinted traces, stage 2 continues from it, OUT holds the model and both stages'
+    metadata and no stage-1 leftovers."""
+    import expo_rl.demo.build_base as build
+    from expo_rl.demo.model import ModelSize
+
+    real, stages = build.build_base, []
+
+    def short(task, out, **kwargs):
+        stages.append(task.hard_hints)
+        kwargs.update(steps=2, batch=4)
+        if kwargs.get("init") is None:
+            kwargs["size"] = ModelSize(hidden=32, layers=1, heads=2, intermediate=32)
+        return real(task, out, **kwargs)
+
+    monkeypatch.setattr(build, "build_base", short)
+    meta = build.build_shipped_recipe(tmp_path / "base", progress=False)
+    assert stages == [False, True]
+    assert meta["seed"] == 1 and meta["init"]["seed"] == 0 and meta["init"]["lr"] == 1e-3
+    assert sorted(p.name for p in (tmp_path / "base").iterdir()) == sorted(
+        ["config.json", "demo_base.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+         "tokenizer_config.json"])
+    model, _ = build.load_base(tmp_path / "base")
+    assert model.config.num_hidden_layers == 1  # stage 2 continued from stage 1

@@ -116,11 +116,14 @@ def ensure_base(task: DemoTask, config: DemoConfig) -> dict[str, Any]:
     when the directory has none (user tasks)."""
     import json
 
-    from expo_rl.demo.build_base import META_FILE, build_base
+    from expo_rl.demo.build_base import META_FILE, build_base, build_shipped_recipe
 
     meta_path = config.base_dir / META_FILE
     if config.rebuild_base or not (config.base_dir / "config.json").is_file():
         budget = config.budget
+        if config.task_spec == "modular" and budget.name != "tiny":
+            # the shipped model's two-stage recipe: one stage on the same corpus gives a weaker base
+            return build_shipped_recipe(config.base_dir, progress=config.progress)
         return build_base(task, config.base_dir, steps=budget.base_steps, batch=budget.base_batch,
                           lr=1e-3, size=budget.base_size, progress=config.progress)
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}

@@ -69,6 +69,10 @@ class ModularTask(DemoTask):
     solved_levels = (1, 2, 3)
     max_new_tokens = 80
 
+    def __init__(self, hard_hints: bool = True) -> None:
+        # False: the first stage of the shipped base model's recipe (``build_base.build_shipped_recipe``)
+        self.hard_hints = hard_hints
+
     def make_problem(self, level: int, rng: random.Random) -> Problem:
         if level not in PRIMES:
             raise ValueError(f"modular task: level must be one of {sorted(PRIMES)}, got {level!r}")
@@ -175,7 +179,7 @@ class ModularTask(DemoTask):
         a search rarely finishes within ``max_new_tokens``).
         """
         examples = super().pretraining_examples(level, rng)
-        if level not in self.solved_levels:
+        if level not in self.solved_levels and self.hard_hints:
             hard = self.make_problem(level, rng)
             examples.append((self.hinted_prompt(hard), self.solution_trace(hard, rng)))
         problem = self.make_problem(level, rng)
