@@ -156,8 +156,6 @@ def test_first_stage_of_the_shipped_recipe_has_no_hard_hinted_traces():
 
 
 def test_shipped_recipe_flag_is_for_the_builtin_task_only(capsys):
-    import pytest
-
     from expo_rl.demo.build_base import main as build_main
 
     with pytest.raises(SystemExit) as exit_info:

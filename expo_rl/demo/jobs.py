@@ -58,8 +58,15 @@ class JobResults:
 
     base: dict[int, ByLevel] = field(default_factory=dict)
     methods: dict[tuple[int, str], tuple[TrainRecord, ByLevel]] = field(default_factory=dict)
-    positives: dict[int, dict[str, float]] = field(default_factory=dict)
+    positives_stats: dict[int, dict[str, float]] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def store_prepared(self, seed: int, out: tuple[ByLevel, Positives]) -> Positives:
+        """Keep a ``prepare_job`` result (base model's tables, positives' statistics); returns
+        the positives for the seed's methods."""
+        self.base[seed], positives = out
+        self.positives_stats[seed] = positives_summary(seed, positives)
+        return positives
 
 
 # -- the jobs (module-level functions: a worker process imports and runs them) -----------------
@@ -169,8 +176,7 @@ def run_jobs(plan: JobPlan, seeds: list[int], methods: list[Method], *, workers:
 def _run_here(plan: JobPlan, seeds: list[int], methods: list[Method], bars: dict[str, Any]) -> JobResults:
     results = JobResults()
     for seed in seeds:
-        results.base[seed], positives = prepare_job(plan, seed, bars["eval"])
-        results.positives[seed] = positives_summary(seed, positives)
+        positives = results.store_prepared(seed, prepare_job(plan, seed, bars["eval"]))
         for method in methods:
             results.methods[(seed, method.name)] = method_job(plan, seed, method, positives,
                                                               bars["train"], bars["eval"])
@@ -196,8 +202,7 @@ def _run_pool(plan: JobPlan, seeds: list[int], methods: list[Method], *, workers
 
         def on_prepared(seed: int) -> Callable[[Any], None]:
             def store(out: tuple[ByLevel, Positives]) -> None:
-                results.base[seed], positives = out
-                results.positives[seed] = positives_summary(seed, positives)
+                positives = results.store_prepared(seed, out)
                 for method in methods:
                     if needs_positives(method):
                         submit_method(seed, method, positives)

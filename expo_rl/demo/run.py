@@ -86,7 +86,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             record, by_level = done.methods[(seed, method.name)]
             records[method.name].append(record)
             _collect(results, method.name, by_level)
-    positives_stats = [done.positives[seed] for seed in config.seeds]
+    positives_stats = [done.positives_stats[seed] for seed in config.seeds]
     diagnostics = done.diagnostics
     wall = time.perf_counter() - started
     machine = machine_description(load_at_start)
