@@ -12,6 +12,7 @@ from expo_rl.engine.typed_config import describe
 
 TINY = ["sft", "rft", "online_rft", "dpo", "ppo", "grpo"]
 GPU = [f"gpu/{p.stem}" for p in sorted((PRESET_DIR / "gpu").glob("*.yaml"))]
+DEMO = [f"demo/{p.stem}" for p in sorted((PRESET_DIR / "demo").glob("*.yaml"))]
 
 
 def test_the_six_methods_ship_for_tiny_and_gpu():
@@ -19,11 +20,13 @@ def test_the_six_methods_ship_for_tiny_and_gpu():
     assert {f"gpu/{m}" for m in TINY} <= set(GPU)
 
 
-@pytest.mark.parametrize("name", preset_names() + GPU)
+@pytest.mark.parametrize("name", preset_names() + GPU + DEMO)
 def test_every_preset_validates(name):
     config = load_config(name)
     assert config.terms and config.train.steps >= 1
-    if name.startswith("gpu/"):
+    if name.startswith("demo/"):  # expo-rl demo's methods: the shipped base model on a task plugin
+        assert config.model.policy == "demo-base" and config.data.task == "modular"
+    elif name.startswith("gpu/"):
         assert config.train.mixed_precision == "bf16" and not config.model.policy.startswith("tiny:")
     else:
         assert config.model.policy.startswith("tiny:") and config.train.steps <= 3

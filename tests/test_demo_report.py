@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from expo_rl.demo.report import expert_sentence, outcome_sentence
+import json
+from pathlib import Path
+
+from expo_rl.cli import main
+from expo_rl.demo.report import expert_sentence, mechanism_sentence, outcome_sentence, task_sentence
+from expo_rl.tasks.modular import TASK as MODULAR
 
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -37,6 +42,45 @@ def test_without_the_expert_method_the_sentence_compares_nothing():
 
 
 def test_outcome_sentence_follows_the_measured_gap():
-    assert "+37.5 points above" in outcome_sentence(0.375, 5)
+    assert "+37.5 points from GRPO's" in outcome_sentence(0.375, 5)
     assert "did NOT become held-out accuracy" in outcome_sentence(0.02, 5)
+    assert "(here a table)" in outcome_sentence(0.02, 5, "a table") and "(here" not in outcome_sentence(0.02, 5)
     assert "No ExP-GRPO vs GRPO comparison" in outcome_sentence(None, 5)
+
+
+EASY_TASK = Path(__file__).parent / "fixtures" / "demo_easy_task.py"
+
+
+def test_a_user_task_whose_hardest_level_is_easy_gets_no_borrowed_claims(tmp_path):
+    """The report of a user task says nothing the run did not measure: no sentence about the
+    built-in modular task, and no "hard level" mechanism when its base model solves the hardest
+    level (measured pass@8 above the threshold)."""
+    out = tmp_path / "coin"
+    assert main(["demo", "--task", str(EASY_TASK), "--budget", "tiny", "--out", str(out), "--no-progress",
+                 "--threads", "1", "--workers", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["methods"]["base"]["by_level"]["5"]["pass@8"] >= 0.10  # easy for its base model, measured
+    text = (out / "report.md").read_text().lower()
+    for borrowed in ("modular", "mod p", "inverse", "three modular equations"):
+        assert borrowed not in text, borrowed
+    assert "rarely samples a right answer" not in text and "sets up the paper's setting" not in text
+    assert "level 5 was not hard for this base model" in text
+
+
+def _mechanism_report(base_l5: float, coverage: float) -> dict:
+    return {"task": "modular", "task_description": MODULAR.description,
+            "task_hard_level_skill": MODULAR.hard_level_skill,
+            "methods": {"base": {"by_level": {"5": {"pass@1": base_l5 / 8, "pass@8": base_l5}}}},
+            "training": {"grpo": {"zero_signal_fraction_mean": 0.93}},
+            "diagnostics": {"explanation_coverage": coverage}}
+
+
+def test_the_builtin_task_report_states_its_task_and_the_mechanism_from_its_measurements():
+    report = _mechanism_report(base_l5=0.078, coverage=0.95)
+    assert "three modular equations" in task_sentence(report)
+    line = mechanism_sentence(report, 5)
+    assert "rarely samples a right answer (pass@8 7.8%)" in line and "93% of GRPO's groups" in line
+    assert "for 95% of the diagnostic questions" in line
+    # the same task with a base model that solves level 5: the claim goes, the measurement stays
+    assert "was NOT hard for this base model (pass@8 45.8%" in mechanism_sentence(_mechanism_report(0.458, 0.95), 5)
+    assert "no accepted self-explanation" in mechanism_sentence(_mechanism_report(0.05, 0.0), 5)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from expo_rl.demo.model import build_tokenizer
-from expo_rl.demo.pools import held_out_sets, training_pool
-from expo_rl.demo.tasks import load_task
-from expo_rl.demo.tasks.modular import PRIMES, TASK
+from expo_rl.tasks.pools import held_out_sets, training_pool
+from expo_rl.tasks import load_task
+from expo_rl.tasks.modular import PRIMES, TASK
 
 FIXTURE = Path(__file__).parent / "fixtures" / "demo_digit_sum_task.py"
 
@@ -147,7 +147,7 @@ def test_held_out_questions_never_in_training_pool():
 def test_first_stage_of_the_shipped_recipe_has_no_hard_hinted_traces():
     """``ModularTask(hard_hints=False)`` (stage 1 of ``build_shipped_recipe``): hard levels appear
     only as check traces; easy levels keep solve and hinted traces."""
-    from expo_rl.demo.tasks.modular import ModularTask
+    from expo_rl.tasks.modular import ModularTask
 
     stage1, rng = ModularTask(hard_hints=False), random.Random(3)
     for level in (4, 5):

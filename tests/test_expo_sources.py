@@ -41,7 +41,7 @@ def make_env(parts, tmp_path, name="exp_sft") -> SourceEnv:
         for row, value in zip(todo, values):
             row.reward = float(value)
 
-    return SourceEnv(name=name, tokenizer=tokenizer, prompt=lambda q: build_prompt(tokenizer, q),
+    return SourceEnv(name=name, tokenizer=tokenizer, prompt=lambda p: build_prompt(tokenizer, p.question),
                      sample=sample_fn, frozen_policy=lambda: frozen, score=score,
                      gather=lambda objs: list(objs), cache_dir=str(tmp_path / "cache"), show_progress=False)
 

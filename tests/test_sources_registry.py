@@ -39,7 +39,7 @@ def make_env(tokenizer, model, *, rank=0, world=1, cache_dir=None, name="t", cal
         for row, value in zip(rows, values):
             row.reward = value
 
-    return SourceEnv(name=name, tokenizer=tokenizer, prompt=lambda q: build_prompt(tokenizer, q),
+    return SourceEnv(name=name, tokenizer=tokenizer, prompt=lambda p: build_prompt(tokenizer, p.question),
                      sample=sample_fn, frozen_policy=lambda: model, score=score, gather=list,
                      rank=rank, world_size=world, seed=5, cache_dir=cache_dir, show_progress=False)
 

@@ -100,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from expo_rl.demo.budgets import get_budget
-    from expo_rl.demo.build_base import SHIPPED_DIR
     from expo_rl.demo.methods import default_methods, full_methods
     from expo_rl.demo.run import DemoConfig, run_demo
 
@@ -118,15 +117,12 @@ def run(args: argparse.Namespace) -> int:
             print("expo-rl demo: --steps must be >= 1", file=sys.stderr)
             return 2
         budget = dataclasses.replace(budget, steps=args.steps)
-    methods = full_methods(budget.refresh_every) if name == "full" else default_methods()
-    builtin = args.task == "modular"
-    base_dir = SHIPPED_DIR if builtin and not args.rebuild_base else args.out / "base_model"
-    overrides = {key: value for key, value in (("lr", args.lr), ("dpo_lr", args.dpo_lr)) if value is not None}
+    methods = full_methods() if name == "full" else default_methods()
     workers, threads = parallelism(args.workers, args.threads, runs=args.seeds * len(methods))
     torch.set_num_threads(threads)
     config = DemoConfig(task_spec=args.task, budget=budget, methods=methods, seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
-                        out_dir=args.out, base_dir=base_dir, rebuild_base=args.rebuild_base,
-                        settings_overrides=overrides, command=command_line(args, name),
+                        out_dir=args.out, rebuild_base=args.rebuild_base,
+                        command=command_line(args, name), lr=args.lr, dpo_lr=args.dpo_lr,
                         progress=not args.no_progress, workers=workers, threads=threads)
     report = run_demo(config)
     print((args.out / "report.md").read_text())

@@ -21,6 +21,8 @@ examples:
   expo-rl train sft --set train.steps=20 --set optim.lr=1e-4
   expo-rl train gpu/grpo --set model.policy=Qwen/Qwen2.5-1.5B-Instruct
   expo-rl train my_run.yaml --resume                   # continue from the last complete checkpoint
+  expo-rl train demo/exp_grpo --set train.seed=3       # a row of `expo-rl demo` (task: modular)
+  expo-rl train demo/grpo --task my_task.py --set model.policy=OUT/base_model
   accelerate launch --num_processes 2 -m expo_rl.cli train gpu/grpo
 
 --set takes dotted keys (terms are indexed: terms.0.weight=0.5); values are parsed as YAML,
@@ -70,6 +72,8 @@ def _presets_text() -> str:
     gpu = sorted(p.stem for p in (PRESET_DIR / "gpu").glob("*.yaml"))
     return (f"shipped presets (tiny model, CPU, seconds): {', '.join(preset_names())}\n"
             f"GPU presets (real model, bf16): {', '.join('gpu/' + n for n in gpu)}\n"
+            f"demo presets (expo-rl demo's methods, task plugins): "
+            f"{', '.join('demo/' + p.stem for p in sorted((PRESET_DIR / 'demo').glob('*.yaml')))}\n"
             f"accelerate configs: {PRESET_DIR / 'accelerate'}")
 
 
@@ -92,6 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a preset name (e.g. grpo, gpu/dpo) or a path to a YAML config file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (dotted, e.g. optim.lr=1e-5); repeatable")
+    parser.add_argument("--task", default=None, metavar="TASK",
+                        help="train on a task plugin: a built-in name (modular) or a .py file defining a "
+                             "DemoTask (sets data.task; see docs/ADDING_A_TASK.md)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest complete checkpoint in train.output_dir "
                              "(starts fresh when there is none)")
@@ -103,7 +110,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        config = load_config(args.config, args.overrides)
+        overrides = list(args.overrides) + ([f"data.task={args.task}"] if args.task else [])
+        config = load_config(args.config, overrides)
     except ConfigError as error:
         print(f"expo-rl train: config error: {error}", file=sys.stderr)
         return 2

@@ -23,3 +23,9 @@ class Problem:
     subject: str | None = None
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def problem_fields(problem: Problem) -> dict[str, Any]:
+    """Keyword arguments a reward function receives besides (completion, reference)."""
+    return {"id": problem.id, "level": problem.level, "subject": problem.subject,
+            "source": problem.source, **problem.extra}

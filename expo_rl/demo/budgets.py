@@ -20,8 +20,9 @@ class Budget:
     mix: dict[int, int]
     eval_per_level: int
     eval_samples: int = 8
-    curve_every: int = 0
-    curve_questions: int = 0
+    curve_every: int = 0            # held-out learning-curve points every N steps (eval.every; 0: none)
+    curve_questions: int = 0        # ... on this many held-out questions per level (eval.limit)
+    curve_samples: int = 4          # ... with this many samples each (eval.n)
     diagnostic_questions: int = 64
     refresh_every: int = 20
     group_size: int = 8             # G samples per training question (GRPO family)
@@ -58,12 +59,12 @@ def get_budget(name: str) -> Budget:
     return BUDGETS[name]
 
 
-def scaled_mix(mix: dict[int, int], levels: tuple[int, ...]) -> dict[int, int]:
-    """The budget's per-level mix mapped onto a task's levels (by rank: easiest -> easiest)."""
+def scaled_mix(mix: dict[int, int], levels: tuple[int, ...]) -> list[int]:
+    """The budget's per-level mix mapped onto a task's levels (by rank: easiest -> easiest), as
+    ``data.task_mix`` takes it: one count per level, easiest first."""
     ordered = sorted(levels)
     keys = sorted(mix)
     if len(ordered) == len(keys):
-        return {level: mix[key] for level, key in zip(ordered, keys)}
+        return [mix[key] for key in keys]
     total = sum(mix.values())
-    per = max(1, total // len(ordered))
-    return {level: per for level in ordered}
+    return [max(1, total // len(ordered))] * len(ordered)

@@ -24,86 +24,111 @@ random), so the corpus is effectively unlimited and nothing repeats.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import random
+import shutil
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expo_rl.demo.model import ModelSize, build_model, build_tokenizer, n_parameters
-from expo_rl.demo.rollouts import encode
-from expo_rl.demo.tasks import DemoTask, load_task
-from expo_rl.sources import Row
+from expo_rl.engine.config import load_config
+from expo_rl.engine.metrics import read_metrics
+from expo_rl.engine.runtime import train
+from expo_rl.policy.loading import DEMO_BASE_DIR
+from expo_rl.tasks import BUILTIN, DemoTask, load_task
 
-SHIPPED_DIR = Path(__file__).parent / "assets" / "base_model"
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+SHIPPED_DIR = DEMO_BASE_DIR
 META_FILE = "demo_base.json"
+PRESET = "demo/base_sft"
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json")
 
 
-def corpus_batch(task: DemoTask, tokenizer: Any, rng: random.Random, size: int) -> list[Row]:
-    """``size`` (prompt, completion + EOS) rows drawn from the task's pretraining examples."""
-    rows: list[Row] = []
+def corpus_batch(task: DemoTask, rng: random.Random, size: int) -> list[dict[str, str]]:
+    """``size`` {"prompt", "completion"} rows drawn from the task's pretraining examples (levels
+    uniformly at random; the last question's examples are cut at ``size``)."""
+    rows: list[dict[str, str]] = []
     while len(rows) < size:
         level = rng.choice(task.levels)
-        for prompt, completion in task.pretraining_examples(level, rng):
-            rows.append(Row(prompt_ids=encode(tokenizer, prompt),
-                            completion_ids=encode(tokenizer, completion, eos=True),
-                            problem_id=f"pretrain-L{level}", reference=""))
+        rows += [{"prompt": p, "completion": c} for p, c in task.pretraining_examples(level, rng)]
     return rows[:size]
+
+
+def write_corpus(task: DemoTask, path: Path, *, steps: int, batch: int, seed: int) -> None:
+    """``steps`` batches of ``batch`` rows, in training order (the SFT source reads them unshuffled)."""
+    rng = random.Random(seed)
+    with path.open("w") as handle:
+        for _ in range(steps):
+            for row in corpus_batch(task, rng, batch):
+                handle.write(json.dumps(row) + "\n")
 
 
 def build_base(task: DemoTask, out_dir: Path, *, steps: int, batch: int, lr: float, seed: int = 0,
                size: ModelSize | None = None, progress: bool = True, init: Path | None = None) -> dict[str, Any]:
-    """Train the base model for ``task`` and save model + tokenizer + metadata in ``out_dir``.
+    """Train the base model for ``task`` with ``expo-rl train demo/base_sft`` and save model +
+    tokenizer + metadata in ``out_dir``.
 
     ``init``: continue from a saved base model (its tokenizer and shape) instead of a random
     initialisation, e.g. to add a kind of pretraining example without paying for a full build.
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from expo_rl.demo.update import make_updater
-    from expo_rl.engine.step import make_step_term
-
     started = time.perf_counter()
-    torch.manual_seed(seed)
-    size = size or ModelSize()
     init_meta = None
-    if init is not None:
-        model, tokenizer = load_base(init)
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
-        init_meta = json.loads((init / META_FILE).read_text()) if (init / META_FILE).is_file() else {}
-        size = ModelSize(hidden=model.config.hidden_size, layers=model.config.num_hidden_layers,
-                         heads=model.config.num_attention_heads, intermediate=model.config.intermediate_size,
-                         max_positions=model.config.max_position_embeddings)
-    else:
-        tokenizer = build_tokenizer(task.vocabulary())
-        model = build_model(len(tokenizer), size, seed=seed)
-    updater = make_updater(model, [make_step_term("sft")], lr=lr, total_updates=steps,
-                           pad_id=tokenizer.pad_token_id, warmup_ratio=0.03, schedule="cosine",
-                           betas=(0.9, 0.98))
-    rng = random.Random(seed)
-    losses: list[float] = []
-    bar = tqdm(range(steps), desc=f"base model ({task.name})", unit="step", disable=not progress)
-    for _ in bar:
-        stats = updater.update([corpus_batch(task, tokenizer, rng, batch)])
-        losses.append(-stats["sft/objective"])
-        bar.set_postfix(nll=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    with tempfile.TemporaryDirectory(prefix="expo-demo-base-") as scratch:
+        scratch = Path(scratch)
+        if init is not None:
+            start_dir = init
+            init_meta = json.loads((init / META_FILE).read_text()) if (init / META_FILE).is_file() else {}
+            model, _ = load_base(init)
+        else:
+            start_dir = scratch / "init"
+            tokenizer = build_tokenizer(task.vocabulary())
+            model = build_model(len(tokenizer), size or ModelSize(), seed=seed)
+            model.save_pretrained(start_dir)
+            tokenizer.save_pretrained(start_dir)
+        c = model.config
+        size = ModelSize(hidden=c.hidden_size, layers=c.num_hidden_layers, heads=c.num_attention_heads,
+                         intermediate=c.intermediate_size, max_positions=c.max_position_embeddings)
+        corpus = scratch / "corpus.jsonl"
+        write_corpus(task, corpus, steps=steps, batch=batch, seed=seed)
+        run_dir = scratch / "run"
+        config = load_config(PRESET, [f"model.policy={start_dir}", f"data.task={task_spec_of(task)}",
+                                      f"train.steps={steps}", f"train.seed={seed}", f"optim.lr={lr}",
+                                      f"train.output_dir={run_dir}", f"terms.0.source_args.path={corpus}",
+                                      f"terms.0.source_args.rows_per_step={batch}"])
+        config.train.progress = progress
+        summary = train(config)
+        policy_dir = Path(summary["checkpoint"]) / "policy"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in MODEL_FILES:
+            if (policy_dir / name).is_file():
+                shutil.copy2(policy_dir / name, out_dir / name)
+        losses = [-row["sft/objective"] for row in read_metrics(run_dir / "metrics.jsonl")]
     meta = {"task": task.name, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
             "size": asdict(size), "parameters": n_parameters(model),
             "final_nll": sum(losses[-50:]) / len(losses[-50:]),
-            "seconds": round(time.perf_counter() - started, 1)}
+            "seconds": round(time.perf_counter() - started, 1),
+            "command": f"expo-rl train {PRESET} (corpus of {steps} x {batch} rows; python -m expo_rl.demo.build_base)"}
     if init is not None:
         meta["init"] = {"path": str(init), **(init_meta or {})}
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
-def load_base(path: Path) -> tuple[Any, Any]:
+def task_spec_of(task: DemoTask) -> str:
+    """A ``data.task`` value that loads ``task``: its built-in name, else the file it came from."""
+    if task.name in BUILTIN:
+        return task.name
+    return inspect.getfile(type(task))
+
+
+def load_base(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) of a saved demo base model, in eval mode with frozen parameters."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -128,9 +153,7 @@ def build_shipped_recipe(out_dir: Path, *, progress: bool = True) -> dict[str, A
     gave a base model with level-3 pass@1 62% (shipped: 90%) whose level-5 explanations were right
     in every step 30% of the time, and ExP-GRPO gained only 7.8 points of level-5 pass@8 with it.
     """
-    import tempfile
-
-    from expo_rl.demo.tasks.modular import ModularTask
+    from expo_rl.tasks.modular import ModularTask
 
     with tempfile.TemporaryDirectory(prefix="expo-demo-base-stage1-") as scratch:
         stage1 = Path(scratch)

@@ -15,45 +15,56 @@ the gold final-answer text right after the chain of thought ``c`` (Lemma 2).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from expo_rl.data.records import Problem
-from expo_rl.demo.explanations import self_explanations
-from expo_rl.demo.rollouts import sample_rows
-from expo_rl.demo.tasks.base import DemoTask
+from expo_rl.expo.scoring import score_segments
+from expo_rl.expo.task_explanations import task_explanation_generator
+from expo_rl.policy import sample
+from expo_rl.tasks import DemoTask
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 KINDS = ("self_explanation", "expert", "own")
 
 
-def diagnose(model: Any, tokenizer: Any, task: DemoTask, problems: list[Problem], *,
-             temperature: float, seed: int, tries: int = 4) -> dict[str, Any]:
+def diagnose(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: DemoTask,
+             problems: list[Problem], *, temperature: float, seed: int, tries: int = 4,
+             batch_size: int | None = None) -> dict[str, Any]:
     """Per kind: ``nll`` (list of per-token NLLs), ``reachability`` (list), and their means."""
-    from expo_rl.expo.scoring import score_segments
+    def sampler(policy: Any, prompts: list[str], *, n: int, seed: int) -> Any:
+        return sample(policy, tokenizer, prompts, n=n, temperature=temperature, seed=seed,
+                      max_new_tokens=task.max_new_tokens, batch_size=batch_size)
 
     by_id = {p.id: p for p in problems}
-    explanations = self_explanations(model, tokenizer, task, problems, tries=tries,
-                                     temperature=temperature, seed=seed)
-    own = sample_rows(model, tokenizer, task, problems, n=1, temperature=temperature, seed=seed + 1)
+    explanations = task_explanation_generator(task, sampler, per_question=tries)(model, problems, seed)
+    first: dict[str, str] = {}
+    for e in explanations:
+        if e.usable:
+            first.setdefault(e.id, e.positive)
+    own = sampler(model, [task.prompt(p) for p in problems], n=1, seed=seed + 1)
     texts: dict[str, list[tuple[Problem, str]]] = {
-        "self_explanation": [(by_id[pid], row.completion) for pid, row in explanations.rows.items()],
-        "expert": [(p, p.solution) for p in problems],
-        "own": [(by_id[row.problem_id], row.completion) for row in own],
+        "self_explanation": [(by_id[pid], text) for pid, text in first.items()],
+        "expert": [(p, task.expert_solution(p)) for p in problems],
+        "own": [(problems[i], text) for i, text in zip(own.prompt_index, own.texts)],
     }
-    out: dict[str, Any] = {"hinted_correct": explanations.hinted_correct,
-                           "explanation_coverage": explanations.coverage, "questions": len(problems)}
+    out: dict[str, Any] = {"hinted_correct": sum(e.usable for e in explanations) / max(1, len(explanations)),
+                           "explanation_coverage": len(first) / max(1, len(problems)),
+                           "questions": len(problems)}
     for kind, items in texts.items():
         items = [(p, t) for p, t in items if t.strip()]
         scores = score_segments(model, tokenizer, [task.prompt(p) for p, _ in items],
                                 [[t] for _, t in items], batch_size=64)
         nll = [s[0].nll_per_token for s in scores if s[0].n_tokens]
-        reach = reachability(model, tokenizer, task, items, score_segments)
+        reach = reachability(model, tokenizer, task, items)
         out[kind] = {"nll": nll, "reachability": reach, "n": len(items),
                      "mean_nll": _mean(nll), "mean_reachability": _mean(reach)}
     return out
 
 
-def reachability(model: Any, tokenizer: Any, task: DemoTask, items: list[tuple[Problem, str]],
-                 score_segments: Any) -> list[float]:
+def reachability(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: DemoTask,
+                 items: list[tuple[Problem, str]]) -> list[float]:
     """``pi(a* | q, c)`` for each (problem, completion) whose answer part the task can split."""
     prompts, segments = [], []
     for problem, text in items:

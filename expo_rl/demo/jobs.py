@@ -1,55 +1,68 @@
 """The demo's units of work, and running them in this process or in worker processes.
 
-One seed of the demo splits into independent jobs:
+The demo is a client of the runtime: it trains nothing itself. Its jobs are
 
-* ``prepare``: evaluate the base model and build the initial positives (self-explanations and,
-  for DPO, wrong samples) that the seed's methods share;
-* one ``method`` job per compared method: train a copy of the base model, evaluate it;
-  methods without positives (plain GRPO) do not wait for ``prepare``;
-* ``diagnostics`` (once per run): ExPO's NLL / reachability diagnostics of the base model.
+* ``base``: the base model's held-out pass@k, with the same held-out questions, samples and
+  seed as every run's final evaluation (``expo_rl.engine.held_out``), one per seed;
+* ``run``: one ``expo-rl train`` run of a method's preset (``runs.RunSpec``) through
+  ``expo_rl.engine.runtime.train``; it evaluates itself (``eval.*``) and leaves
+  ``metrics.jsonl`` and ``eval_final.json`` in its output directory, which the job reads back;
+* ``diagnostics`` (once): ExPO's NLL / reachability diagnostics of the base model.
 
-Every job seeds its own random streams from its seed (``train_method``, ``sample`` and the
-evaluation take explicit seeds; nothing reads a global generator another job advanced), so a
-job's result does not depend on the process that runs it or on the order: ``--workers 2`` writes
-the same tables as ``--workers 1`` at the same thread count (``tests/test_demo_run.py`` checks).
+Every run seeds its own random streams from its config, so a job's result does not depend on
+the process that runs it or on the order: ``--workers 2`` writes the same tables as
+``--workers 1`` at the same thread count (``tests/test_demo_run.py`` checks).
 
 Why processes and not threads: the demo's model is tiny (0.7M parameters), so one torch op is
-too small to keep two OpenMP threads busy; two single-threaded processes, one job each, use two
+too small to keep two OpenMP threads busy; two single-threaded processes, one run each, use two
 cores about twice as well. The pool is the standard library's ``ProcessPoolExecutor`` (spawn
-start method, safe with torch); progress ticks travel back over a ``multiprocessing`` queue.
+start method, safe with torch).
 """
 
 from __future__ import annotations
 
-import queue as queue_module
+import shutil
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from expo_rl.data.records import Problem
-from expo_rl.demo.explanations import ExplanationSet
-from expo_rl.demo.methods import Method
-from expo_rl.demo.train import Positives, TrainRecord, TrainSettings
+import torch
 
-KS = (1, 8)
-ByLevel = dict[int, dict[str, float]]
+from expo_rl.demo.diagnostics import diagnose
+from expo_rl.demo.runs import RunSpec
+from expo_rl.engine.held_out import ByLevel, held_out_pass_at_k, read_final
+from expo_rl.engine.metrics import read_metrics
+from expo_rl.engine.recipe import load_problem_set, prompt_function
+from expo_rl.engine.runtime import train
+from expo_rl.policy import load_policy
 
 
-@dataclass(frozen=True)
-class JobPlan:
-    """What every job needs besides its seed and method (plain, picklable values)."""
+@dataclass
+class RunResult:
+    """What one run measured: its final held-out table, its per-step metrics, its wall time."""
 
-    task_spec: str
-    base_dir: Path
-    settings: TrainSettings
-    train_pool: list[Problem]
-    held_out: dict[int, list[Problem]]
-    curve_set: dict[int, list[Problem]]
-    eval_samples: int
-    diagnostic_questions: int
-    want_rejected: bool
+    spec: RunSpec
+    by_level: ByLevel
+    steps: list[dict[str, float]]
+    seconds: float
+
+    @property
+    def curve(self) -> list[dict[str, float]]:
+        """Held-out pass@1 per level where the run evaluated: ``[{"step": s, "L1": v, ...}]``."""
+        points = []
+        for row in self.steps:
+            levels = {key.split("/")[1]: value for key, value in row.items()
+                      if key.startswith("eval/") and key.endswith("/pass@1")}
+            if levels:
+                points.append({"step": row["step"], **levels})
+        return points
+
+    def series(self, key: str) -> list[float]:
+        """``key``'s value at every step that logged it (e.g. ``grpo/zero_signal_fraction``)."""
+        return [row[key] for row in self.steps if key in row]
 
 
 @dataclass
@@ -57,188 +70,96 @@ class JobResults:
     """Everything the report needs, keyed by seed (and method)."""
 
     base: dict[int, ByLevel] = field(default_factory=dict)
-    methods: dict[tuple[int, str], tuple[TrainRecord, ByLevel]] = field(default_factory=dict)
-    positives_stats: dict[int, dict[str, float]] = field(default_factory=dict)
+    runs: dict[tuple[int, str], RunResult] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
-
-    def store_prepared(self, seed: int, out: tuple[ByLevel, Positives]) -> Positives:
-        """Keep a ``prepare_job`` result (base model's tables, positives' statistics); returns
-        the positives for the seed's methods."""
-        self.base[seed], positives = out
-        self.positives_stats[seed] = positives_summary(seed, positives)
-        return positives
 
 
 # -- the jobs (module-level functions: a worker process imports and runs them) -----------------
 
-_WORKER: dict[str, Any] = {}
+def base_job(spec: RunSpec) -> ByLevel:
+    """The base model's held-out table, as a run of ``spec`` would measure it before step 1."""
+    config = spec.config()
+    problem_set = load_problem_set(config)
+    model, tokenizer = load_policy(config.model.policy)
+    prompt = prompt_function(config, tokenizer, problem_set.task)
+    return held_out_pass_at_k(model, tokenizer, config, problem_set, prompt, n=config.eval.final_n,
+                              ks=config.eval.final_k, limit=None)
 
 
-def _loaded(plan: JobPlan) -> tuple[Any, Any, Any]:
-    """(task, base model, tokenizer), loaded once per process and kept for its later jobs."""
-    key = (plan.task_spec, str(plan.base_dir))
-    if _WORKER.get("key") != key:
-        from expo_rl.demo.build_base import load_base
-        from expo_rl.demo.tasks import load_task
-
-        base, tokenizer = load_base(plan.base_dir)
-        _WORKER.update(key=key, task=load_task(plan.task_spec), base=base, tokenizer=tokenizer)
-    return _WORKER["task"], _WORKER["base"], _WORKER["tokenizer"]
-
-
-def eval_seed(seed: int) -> int:
-    """Seed of the held-out evaluation: the same for the base model and every method."""
-    return seed * 7_777
+def run_job(spec: RunSpec, progress: bool = False) -> RunResult:
+    """``expo-rl train`` with the spec's preset and overrides, in a fresh output directory."""
+    config = spec.config(progress=progress)
+    output_dir = Path(config.train.output_dir)
+    if output_dir.exists():  # the demo owns OUT/runs: a rerun of the demo replaces its runs
+        shutil.rmtree(output_dir)
+    started = time.perf_counter()
+    train(config)
+    return RunResult(spec, read_final(output_dir)["by_level"], read_metrics(output_dir / "metrics.jsonl"),
+                     time.perf_counter() - started)
 
 
-def prepare_job(plan: JobPlan, seed: int, eval_progress: Any = None) -> tuple[ByLevel, Positives]:
-    """The base model's held-out results and the seed's initial positives."""
-    from expo_rl.demo.evaluate import evaluate_levels
-    from expo_rl.demo.train import initial_positives
-
-    task, base, tokenizer = _loaded(plan)
-    by_level = evaluate_levels(base, tokenizer, task, plan.held_out, n=plan.eval_samples, ks=KS,
-                               temperature=plan.settings.temperature, seed=eval_seed(seed),
-                               progress=eval_progress)
-    positives = initial_positives(base, tokenizer, task, plan.train_pool, settings=plan.settings,
-                                  seed=seed * 9_973, want_rejected=plan.want_rejected)
-    return by_level, positives
-
-
-def method_job(plan: JobPlan, seed: int, method: Method, positives: Positives,
-               train_progress: Any = None, eval_progress: Any = None) -> tuple[TrainRecord, ByLevel]:
-    """Train ``method`` from the base model for one seed and evaluate it on the held-out set."""
-    from expo_rl.demo.evaluate import evaluate_levels
-    from expo_rl.demo.train import train_method
-
-    task, base, tokenizer = _loaded(plan)
-    model, record = train_method(method, base, tokenizer, task, plan.train_pool, positives, plan.settings,
-                                 seed=seed, curve_set=plan.curve_set, progress=train_progress)
-    by_level = evaluate_levels(model, tokenizer, task, plan.held_out, n=plan.eval_samples, ks=KS,
-                               temperature=plan.settings.temperature, seed=eval_seed(seed),
-                               progress=eval_progress)
-    return record, by_level
-
-
-def diagnostics_job(plan: JobPlan, seed: int) -> dict[str, Any]:
+def diagnostics_job(spec: RunSpec, questions: int) -> dict[str, Any]:
     """ExPO diagnostics of the base model on the hardest level's first held-out questions."""
-    from expo_rl.demo.diagnostics import diagnose
-
-    task, base, tokenizer = _loaded(plan)
-    hardest = max(task.levels)
-    diagnostics = diagnose(base, tokenizer, task, plan.held_out[hardest][:plan.diagnostic_questions],
-                           temperature=plan.settings.temperature, seed=seed)
-    diagnostics["level"] = hardest
-    return diagnostics
-
-
-def needs_positives(method: Method) -> bool:
-    """Whether a method waits for its seed's ``prepare`` job (plain GRPO does not)."""
-    return method.positive != "none" or method.family == "dpo"
-
-
-NO_POSITIVES = Positives(ExplanationSet())
+    config = spec.config()
+    problem_set = load_problem_set(config)
+    model, tokenizer = load_policy(config.model.policy)
+    hardest = max(problem_set.held_out)
+    result = diagnose(model, tokenizer, problem_set.task, problem_set.held_out[hardest][:questions],
+                      temperature=config.sampling.temperature, seed=config.train.seed,
+                      tries=4, batch_size=config.sampling.batch_size)
+    result["level"] = hardest
+    return result
 
 
 # -- running them ------------------------------------------------------------------------------
 
-class _QueueTicks:
-    """A progress sink with tqdm's ``update(n)`` that sends ``(bar, n)`` to the parent process."""
-
-    def __init__(self, channel: Any, bar: str) -> None:
-        self.channel, self.bar = channel, bar
-
-    def update(self, n: int = 1) -> None:
-        self.channel.put((self.bar, n))
-
-
 def _init_worker(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
 
 
-def run_jobs(plan: JobPlan, seeds: list[int], methods: list[Method], *, workers: int, threads: int,
-             bars: dict[str, Any]) -> JobResults:
-    """Run every job of the demo; ``bars``: ``"train"`` (steps) and ``"eval"`` (levels) sinks.
+def run_jobs(specs: list[RunSpec], *, diagnostic_questions: int, workers: int, threads: int,
+             bar: Any, show_run_progress: bool = False) -> JobResults:
+    """Run every job of the demo (``bar``: a tqdm bar advanced once per finished job).
 
-    ``workers == 1`` runs the jobs here, in the order prepare, methods (per seed), diagnostics;
-    more run them in a pool of that many processes with ``threads`` torch threads each.
+    ``workers == 1`` runs the jobs here, in the order base (per seed), runs, diagnostics; more run
+    them in a pool of that many processes with ``threads`` torch threads each.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    _WORKER.clear()  # the base model may have been rebuilt in the same directory since the last run
-    if workers == 1:
-        return _run_here(plan, seeds, methods, bars)
-    return _run_pool(plan, seeds, methods, workers=workers, threads=threads, bars=bars)
-
-
-def _run_here(plan: JobPlan, seeds: list[int], methods: list[Method], bars: dict[str, Any]) -> JobResults:
     results = JobResults()
-    for seed in seeds:
-        positives = results.store_prepared(seed, prepare_job(plan, seed, bars["eval"]))
-        for method in methods:
-            results.methods[(seed, method.name)] = method_job(plan, seed, method, positives,
-                                                              bars["train"], bars["eval"])
-    results.diagnostics = diagnostics_job(plan, seeds[0])
+    first_of_seed = {s.seed: s for s in reversed(specs)}
+    jobs: list[tuple[Callable[..., Any], tuple, Callable[[Any], None]]] = []
+    for seed, spec in sorted(first_of_seed.items()):
+        jobs.append((base_job, (spec,), lambda out, seed=seed: results.base.__setitem__(seed, out)))
+    for spec in specs:
+        jobs.append((run_job, (spec, show_run_progress and workers == 1),
+                     lambda out, spec=spec: results.runs.__setitem__((spec.seed, spec.method.name), out)))
+    jobs.append((diagnostics_job, (specs[0], diagnostic_questions),
+                 lambda out: setattr(results, "diagnostics", out)))
+    if workers == 1:
+        for fn, args, store in jobs:
+            store(fn(*args))
+            bar.update(1)
+        return results
+    _run_pool(jobs, workers=workers, threads=threads, bar=bar)
     return results
 
 
-def _run_pool(plan: JobPlan, seeds: list[int], methods: list[Method], *, workers: int, threads: int,
-              bars: dict[str, Any]) -> JobResults:
+def _run_pool(jobs: list[tuple[Callable[..., Any], tuple, Callable[[Any], None]]], *, workers: int,
+              threads: int, bar: Any) -> None:
     import multiprocessing
 
-    results = JobResults()
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
-        channel = manager.Queue()
-        train_ticks, eval_ticks = _QueueTicks(channel, "train"), _QueueTicks(channel, "eval")
-        pending: dict[Future, Callable[[Any], None]] = {}
-
-        def submit_method(seed: int, method: Method, positives: Positives) -> None:
-            future = pool.submit(method_job, plan, seed, method, positives, train_ticks, eval_ticks)
-            pending[future] = lambda out: results.methods.__setitem__((seed, method.name), out)
-
-        def on_prepared(seed: int) -> Callable[[Any], None]:
-            def store(out: tuple[ByLevel, Positives]) -> None:
-                positives = results.store_prepared(seed, out)
-                for method in methods:
-                    if needs_positives(method):
-                        submit_method(seed, method, positives)
-            return store
-
-        # FIFO queue: each seed's prepare job first, the methods that need no positives next.
-        for seed in seeds:
-            pending[pool.submit(prepare_job, plan, seed, eval_ticks)] = on_prepared(seed)
-            for method in methods:
-                if not needs_positives(method):
-                    submit_method(seed, method, NO_POSITIVES)
-        pending[pool.submit(diagnostics_job, plan, seeds[0])] = lambda out: setattr(results, "diagnostics", out)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        pending: dict[Future, Callable[[Any], None]] = {pool.submit(fn, *args): store for fn, args, store in jobs}
         try:
             while pending:
                 done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
-                _drain(channel, bars)
                 for future in done:
                     pending.pop(future)(future.result())  # a worker's exception surfaces here
+                    bar.update(1)
         except BaseException:
             for future in pending:  # do not start queued jobs after a failure or Ctrl-C
                 future.cancel()
             raise
-        _drain(channel, bars)
-    return results
-
-
-def _drain(channel: Any, bars: dict[str, Any]) -> None:
-    while True:
-        try:
-            bar, n = channel.get_nowait()
-        except queue_module.Empty:
-            return
-        bars[bar].update(n)
-
-
-def positives_summary(seed: int, positives: Positives) -> dict[str, float]:
-    explanations = positives.explanations
-    return {"seed": seed, "coverage": explanations.coverage, "hinted_correct": explanations.hinted_correct,
-            "hinted_strict": explanations.hinted_strict}

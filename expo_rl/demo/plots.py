@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from expo_rl.demo.train import TrainRecord
+if TYPE_CHECKING:
+    from expo_rl.demo.jobs import RunResult
 
 
 def _pyplot():
@@ -27,7 +28,7 @@ def moving_average(values: list[float], window: int) -> list[float]:
     return out
 
 
-def learning_curves(records: list[TrainRecord], label: str, levels: tuple[int, ...], path: Path) -> None:
+def learning_curves(records: list[RunResult], label: str, levels: tuple[int, ...], path: Path) -> None:
     """Training-rollout accuracy per level (moving average, first seed) and held-out curve
     points (pass@1, mean over seeds) of one method."""
     plt = _pyplot()
@@ -36,8 +37,8 @@ def learning_curves(records: list[TrainRecord], label: str, levels: tuple[int, .
     first = records[0]
     window = max(1, len(first.steps) // 15)
     for color, level in zip(colors, levels):
-        key = f"train_acc/L{level}"
-        series = [s[key] for s in first.steps if key in s]
+        key = f"grpo/accuracy/L{level}"
+        series = first.series(key)
         if series:
             ax.plot(range(1, len(series) + 1), moving_average(series, window), color=color, alpha=0.55,
                     label=f"L{level} train rollouts")
@@ -53,7 +54,7 @@ def learning_curves(records: list[TrainRecord], label: str, levels: tuple[int, .
     save(fig, path)
 
 
-def _mean_curve(records: list[TrainRecord], key: str) -> list[tuple[int, float]]:
+def _mean_curve(records: list[RunResult], key: str) -> list[tuple[int, float]]:
     by_step: dict[int, list[float]] = {}
     for record in records:
         for point in record.curve:
@@ -62,13 +63,13 @@ def _mean_curve(records: list[TrainRecord], key: str) -> list[tuple[int, float]]
     return [(step, sum(v) / len(v)) for step, v in sorted(by_step.items())]
 
 
-def zero_signal(records_by_method: dict[str, list[TrainRecord]], labels: dict[str, str], path: Path) -> None:
+def zero_signal(records_by_method: dict[str, list[RunResult]], labels: dict[str, str], path: Path) -> None:
     """Fraction of GRPO groups with no signal (all rewards equal) per step, first seed."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for name, records in records_by_method.items():
-        series = [s["zero_signal_fraction"] for s in records[0].steps if "zero_signal_fraction" in s]
-        wrong = [s["all_wrong_fraction"] for s in records[0].steps if "all_wrong_fraction" in s]
+        series = records[0].series("grpo/zero_signal_fraction")
+        wrong = records[0].series("grpo/all_wrong_fraction")
         if series:
             window = max(1, len(series) // 15)
             line, = ax.plot(range(1, len(series) + 1), moving_average(series, window), label=f"{labels[name]}: all equal")
@@ -101,13 +102,13 @@ def histograms(diagnostics: dict[str, Any], key: str, xlabel: str, path: Path) -
     save(fig, path)
 
 
-def dpo_loss_vs_accuracy(records_by_method: dict[str, list[TrainRecord]], labels: dict[str, str],
+def dpo_loss_vs_accuracy(records_by_method: dict[str, list[RunResult]], labels: dict[str, str],
                          level_key: str, path: Path) -> None:
     """Figure 6 shape: DPO loss per step (left) and held-out accuracy (right) per method."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, records in records_by_method.items():
-        loss = [s["dpo/loss"] for s in records[0].steps if "dpo/loss" in s]
+        loss = records[0].series("dpo/loss")
         if not loss:
             continue
         line, = left.plot(range(1, len(loss) + 1), moving_average(loss, max(1, len(loss) // 15)), label=labels[name])

@@ -1,5 +1,14 @@
 """``report.json`` and ``report.md`` of ``expo-rl demo`` (tables shaped like the paper's Tables
-2 and 3, embedded figures, and what the toy does and does not show)."""
+2 and 3, the ``expo-rl train`` command of every row, embedded figures, and what the run does and
+does not show).
+
+Every sentence that characterises a result is chosen from this run's measured numbers, and every
+sentence about the task comes from the task plugin (``DemoTask.description``,
+``DemoTask.hard_level_skill``): the report of a user task never repeats facts of the built-in one.
+The paper's mechanism ("on the hardest level the base model almost never samples a right answer,
+so GRPO has no signal there") is stated only when the base model's pass@8 on that level is below
+``HARD_LEVEL_PASS8``; otherwise the report says the hardest level was not hard for this model.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from expo_rl.demo import plots
+from expo_rl.demo.jobs import RunResult
 from expo_rl.demo.methods import Method
-from expo_rl.demo.tasks.base import DemoTask
-from expo_rl.demo.train import TrainRecord
+from expo_rl.tasks import DemoTask
+
+HARD_LEVEL_PASS8 = 0.10  # below this base-model pass@8, the hardest level counts as "hard"
 
 
 def summarise(per_seed: dict[int, list[dict[str, float]]]) -> dict[str, Any]:
@@ -27,16 +38,21 @@ def summarise(per_seed: dict[int, list[dict[str, float]]]) -> dict[str, Any]:
 
 def write_report(out_dir: Path, task: DemoTask, methods: list[Method],
                  results: dict[str, dict[int, list[dict[str, float]]]],
-                 records: dict[str, list[TrainRecord]], diagnostics: dict[str, Any],
+                 runs: dict[str, list[RunResult]], diagnostics: dict[str, Any],
                  context: dict[str, Any]) -> dict[str, Any]:
     labels = {"base": "base model", **{m.name: m.label for m in methods}}
     levels = tuple(sorted(task.levels))
-    figures = make_figures(out_dir, methods, records, diagnostics, labels, levels)
+    figures = make_figures(out_dir, methods, runs, diagnostics, labels, levels)
     report = {
         **context,
+        "task_description": task.description,
+        "task_hard_level_skill": task.hard_level_skill,
         "methods": {name: {"label": labels[name], "by_level": summarise(per_seed)}
                     for name, per_seed in results.items()},
-        "training": {name: training_summary(recs) for name, recs in records.items()},
+        "runs": {m.name: {"preset": m.preset, "commands": [r.spec.command for r in runs[m.name]],
+                          "settings": _settings(runs[m.name][0])}
+                 for m in methods},
+        "training": {name: training_summary(recs) for name, recs in runs.items()},
         "diagnostics": {k: ({kk: vv for kk, vv in v.items() if kk not in ("nll", "reachability")}
                             if isinstance(v, dict) else v) for k, v in diagnostics.items()},
         "figures": figures,
@@ -46,23 +62,43 @@ def write_report(out_dir: Path, task: DemoTask, methods: list[Method],
     return report
 
 
-def training_summary(records: list[TrainRecord]) -> dict[str, Any]:
+def _settings(run: RunResult) -> dict[str, Any]:
+    """The training settings a reader needs to judge a row (from the run's resolved config)."""
+    c = run.spec.config()
+    term = c.terms[0]
+    return {"steps": c.train.steps, "lr": c.optim.lr, "schedule": c.optim.schedule,
+            "warmup_ratio": c.optim.warmup_ratio, "temperature": c.sampling.temperature,
+            "questions_per_step": term.source_args.get("questions_per_step"),
+            "group_size": term.source_args.get("group_size"),
+            "beta": term.coefficient_args.get("beta"),
+            "lambda": c.terms[1].weight if len(c.terms) > 1 else None}
+
+
+def training_summary(runs: list[RunResult]) -> dict[str, Any]:
     def mean_of(key: str) -> float | None:
-        values = [s[key] for r in records for s in r.steps if key in s]
+        values = [v for r in runs for v in r.series(key)]
         return statistics.fmean(values) if values else None
 
+    def positives_per_question(run: RunResult) -> list[float]:
+        rows, groups = run.series("exp_sft/rows"), run.series("grpo/groups")
+        return [r / g for r, g in zip(rows, groups) if g] if len(rows) == len(groups) else []
+
+    positives = [v for r in runs for v in positives_per_question(r)]
+    term = "dpo" if any(r.series("dpo/loss") for r in runs) else "exp_sft"
     return {
-        "seconds_per_seed": [round(r.seconds, 1) for r in records],
-        "zero_signal_fraction_mean": mean_of("zero_signal_fraction"),
-        "all_wrong_fraction_mean": mean_of("all_wrong_fraction"),
-        "positives_per_question_mean": mean_of("positives"),
-        "curve": [r.curve for r in records],
-        "refreshes": [r.refreshes for r in records],
-        "final_dpo_loss": [r.steps[-1].get("dpo/loss") for r in records if r.steps],
+        "seconds_per_seed": [round(r.seconds, 1) for r in runs],
+        "zero_signal_fraction_mean": mean_of("grpo/zero_signal_fraction"),
+        "all_wrong_fraction_mean": mean_of("grpo/all_wrong_fraction"),
+        "positives_per_question_mean": statistics.fmean(positives) if positives else None,
+        "curve": [r.curve for r in runs],
+        "explanation_acceptance": [
+            [{"step": row["step"], "rate": row[f"{term}/explain_acceptance_rate"]}
+             for row in r.steps if f"{term}/explain_acceptance_rate" in row] for r in runs],
+        "final_dpo_loss": [r.series("dpo/loss")[-1] if r.series("dpo/loss") else None for r in runs],
     }
 
 
-def make_figures(out_dir: Path, methods: list[Method], records: dict[str, list[TrainRecord]],
+def make_figures(out_dir: Path, methods: list[Method], records: dict[str, list[RunResult]],
                  diagnostics: dict[str, Any], labels: dict[str, str], levels: tuple[int, ...]) -> dict[str, str]:
     figures: dict[str, str] = {}
     for method in methods:
@@ -124,27 +160,51 @@ def _gap(report: dict[str, Any], a: str, b: str, level: int, key: str) -> float 
     return methods[a]["by_level"][str(level)][key] - methods[b]["by_level"][str(level)][key]
 
 
+def _settings_line(report: dict[str, Any], methods: list[Method]) -> str:
+    """Training settings per family, read from the runs' resolved configs."""
+    parts = []
+    for family, what in (("grpo", "GRPO family"), ("dpo", "DPO")):
+        names = [m.name for m in methods if m.family == family]
+        if not names:
+            continue
+        s = report["runs"][names[0]]["settings"]
+        line = (f"{what}: {s['steps']} steps of {s['questions_per_step']} questions, lr {s['lr']} "
+                f"({s['schedule']}, warm-up {s['warmup_ratio']}), beta {s['beta']}")
+        if family == "grpo":
+            line += f", G = {s['group_size']}, lambda {report['runs'].get('exp_grpo', {}).get('settings', s)['lambda']}"
+        parts.append(line)
+    return "; ".join(parts) + "."
+
+
+def runs_section(report: dict[str, Any], methods: list[Method]) -> list[str]:
+    """Every row's preset and the ``expo-rl train`` command that reproduces it (first seed)."""
+    out = ["## Reproduce a row", "",
+           "Each row is one `expo-rl train` run of a shipped preset; this is the command of the first seed "
+           "(`report.json` -> `runs` has every seed's). Its `eval_final.json` holds the row's numbers.", "",
+           "| method | preset | command |", "| --- | --- | --- |"]
+    for m in methods:
+        entry = report["runs"][m.name]
+        out.append(f"| {m.label} | `{entry['preset']}` | `{entry['commands'][0]}` |")
+    return out + [""]
+
+
 def markdown(report: dict[str, Any], methods: list[Method], levels: tuple[int, ...]) -> str:
     hard = max(levels)
     grpo_names = [m.name for m in methods if m.family == "grpo"][::-1] + ["base"]
     dpo_names = [m.name for m in methods if m.family == "dpo"]
     seeds = report["seeds"]
     figs = report["figures"]
+    ev = report["eval"]
     out = [
-        f"# expo-rl demo: ExPO on the `{report['task']}` toy task",
+        f"# expo-rl demo: ExPO on the `{report['task']}` task",
         "",
         f"Command: `{report['command']}`  ",
         f"Seeds: {seeds} · budget `{report['budget']}` · wall time {report['wall_seconds']:.0f} s · "
         f"machine: {_machine(report['machine'])}",
         "",
-        f"Held-out: {report['eval']['per_level']} questions per level, {report['eval']['samples']} samples "
-        f"each at temperature {report['settings']['temperature']}; pass@k with the unbiased estimator, "
-        "mean over seeds (± standard deviation over seeds when there are several). "
-        f"Training: {report['settings']['steps']} steps of {report['settings']['questions_per_step']} "
-        f"questions (per step, by level: {report['mix']}), G = {report['settings']['group_size']}, "
-        f"lr {report['settings']['lr']}, KL beta {report['settings']['kl_beta']}, lambda "
-        f"{report['settings']['sft_weight']}."
-        + (f" DPO: lr {report['settings']['dpo_lr']}, beta {report['settings']['dpo_beta']}." if dpo_names else ""),
+        f"Held-out: {ev['per_level']} questions per level, {ev['samples']} samples each at temperature "
+        f"{ev['temperature']}; pass@k with the unbiased estimator, mean over seeds (± standard deviation "
+        f"over seeds when there are several). {_settings_line(report, methods)}",
         "",
         "## Table 3 shape: pass@8 (%) per level",
         "",
@@ -162,47 +222,79 @@ def markdown(report: dict[str, Any], methods: list[Method], levels: tuple[int, .
         out += ["## Table 2 shape: DPO with self-explanations (c~) vs expert solutions (c_E) as chosen",
                 "", level_table(report, dpo_names + ["base"], "pass@8", levels), "",
                 dpo_summary(report), ""]
+    out += runs_section(report, methods)
     out += training_section(report, methods, figs)
     out += diagnostics_section(report, figs)
-    out += [
-        "## What this toy shows, and what it does not",
-        "",
-        "- It sets up the paper's mechanism at a scale a laptop runs: on the hardest level the base model "
-        "almost never samples a right answer, so nearly every GRPO group has the same reward for all its "
-        "samples (zero advantage, only the KL term acts), while the model *can* explain a given answer in "
-        "its own style (diagnostics above). ExP-GRPO adds an SFT term on those self-explanations.",
-        outcome_sentence(gap, hard),
-        expert_sentence(report, levels),
-        "- It does not show that ExPO improves mathematical reasoning: the task is a toy (three modular "
-        "equations; what is learned at the hardest level is essentially a multiplication/inverse table "
-        "mod p, and held-out questions share single equations with training questions). The model has "
-        "~0.7M parameters and training lasts minutes; numbers vary with seeds (see ± columns).",
-        "- Levels 1-4 are reported so that forgetting is visible; training mixes all levels.",
-        "",
-    ]
+    out += ["## What this run shows, and what it does not", "",
+            task_sentence(report),
+            mechanism_sentence(report, hard),
+            outcome_sentence(gap, hard, report.get("task_hard_level_skill", "")),
+            expert_sentence(report, levels),
+            f"- Levels {levels[0]}-{levels[-2]} are reported so that forgetting is visible; training mixes "
+            "all levels." if len(levels) > 1 else "",
+            ""]
     return "\n".join(out)
 
 
-def outcome_sentence(gap: float | None, hard: int) -> str:
+def base_hard_pass8(report: dict[str, Any], hard: int) -> float | None:
+    base = report["methods"].get("base")
+    return None if base is None else base["by_level"][str(hard)]["pass@8"]
+
+
+def task_sentence(report: dict[str, Any]) -> str:
+    """What the task is: the task plugin's own description, or nothing beyond its name."""
+    description = (report.get("task_description") or "").strip()
+    what = f"the `{report['task']}` task ({description})" if description else f"the `{report['task']}` task"
+    return (f"- It is a small experiment on {what} with a tiny model trained for minutes; numbers vary with "
+            "seeds (see ± columns). It does not show that ExPO improves mathematical reasoning.")
+
+
+def mechanism_sentence(report: dict[str, Any], hard: int) -> str:
+    """The paper's hard-question mechanism, claimed only where the base model's measured level-``hard``
+    pass@8 is below ``HARD_LEVEL_PASS8``; the zero-signal fraction quoted as measured."""
+    base = base_hard_pass8(report, hard)
+    zero = report["training"].get("grpo", {}).get("zero_signal_fraction_mean")
+    zero_text = "" if zero is None else f" ({100 * zero:.0f}% of GRPO's groups had no signal, mean over steps)"
+    if base is None:
+        return "- The base model was not evaluated in this run, so nothing is claimed about the hardest level."
+    if base < HARD_LEVEL_PASS8:
+        coverage = report["diagnostics"].get("explanation_coverage")
+        if coverage:
+            explains = (f", while given the answer it explains it in its own style for {100 * coverage:.0f}% of "
+                        f"the diagnostic questions (diagnostics above). ExP-GRPO adds an SFT term on those "
+                        "self-explanations.")
+        else:
+            explains = (", and given the answer it produced no accepted self-explanation for the diagnostic "
+                        "questions either, so ExP-GRPO has little to train on there.")
+        return (f"- It sets up the paper's setting: on level {hard} the base model rarely samples a right "
+                f"answer (pass@8 {100 * base:.1f}%), so most GRPO groups there have the same reward for all "
+                f"their samples{zero_text}" + explains)
+    return (f"- Level {hard} was NOT hard for this base model (pass@8 {100 * base:.1f}% >= "
+            f"{100 * HARD_LEVEL_PASS8:.0f}%): GRPO has a learning signal there too{zero_text}, so this comparison "
+            "says little about ExPO's mechanism (learning where the model never samples a right answer).")
+
+
+def outcome_sentence(gap: float | None, hard: int, skill: str = "") -> str:
     """What the measured level-``hard`` gap says, without claiming more than was measured."""
     if gap is None:
         return f"- No ExP-GRPO vs GRPO comparison at level {hard} in this run."
     if gap >= 0.1:
-        return (f"- In this run that signal became held-out accuracy: level-{hard} pass@8 of ExP-GRPO is "
-                f"{100 * gap:+.1f} points above GRPO's (same budget, same questions).")
-    return (f"- In this run it did NOT become held-out accuracy: level-{hard} pass@8 of ExP-GRPO is "
-            f"{100 * gap:+.1f} points from GRPO's. A positive signal on training questions is not enough "
-            "when the budget is too small for the model to learn what the hard level needs (here a table "
-            "of inverses mod p); more steps, a smaller hard level or a larger model are the levers.")
+        return (f"- In this run ExP-GRPO's level-{hard} pass@8 is {100 * gap:+.1f} points from GRPO's "
+                "(same budget, same questions).")
+    need = f"what the hard level needs (here {skill})" if skill else "what the hard level needs"
+    return (f"- In this run the self-explanations did NOT become held-out accuracy: level-{hard} pass@8 of "
+            f"ExP-GRPO is {100 * gap:+.1f} points from GRPO's. A positive signal on training questions is "
+            f"not enough when the budget is too small for the model to learn {need}; more steps, a smaller "
+            "hard level or a larger model are the levers.")
 
 
 def expert_sentence(report: dict[str, Any], levels: tuple[int, ...]) -> str:
     """How SFT on expert solutions (SFT-GT-CoT) compares with ExP-GRPO, as measured: on the
     hardest level, and on the other levels (where replacing the model's own style shows)."""
     methods = report["methods"]
+    style = style_clause(report.get("diagnostics", {}))
     if "grpo_sft_gt_cot" not in methods or "exp_grpo" not in methods:
-        return ("- Expert solutions are correct but written in a style the model never produces (high "
-                "NLL above).")
+        return f"- Expert solutions: {style}."
     hard, others = max(levels), [lv for lv in levels if lv != max(levels)]
 
     def value(name: str, level: int, key: str) -> float:
@@ -212,8 +304,7 @@ def expert_sentence(report: dict[str, Any], levels: tuple[int, ...]) -> str:
         return statistics.fmean(value(name, lv, "pass@1") for lv in others)
 
     expert, explained = value("grpo_sft_gt_cot", hard, "pass@8"), value("exp_grpo", hard, "pass@8")
-    line = (f"- Expert solutions are correct but written in a style the model never produces (high NLL "
-            f"above). SFT on them (GRPO SFT-GT-CoT) vs ExP-GRPO, measured: level-{hard} pass@8 "
+    line = (f"- Expert solutions: {style}. SFT on them (GRPO SFT-GT-CoT) vs ExP-GRPO, measured: level-{hard} pass@8 "
             f"{100 * expert:.1f} vs {100 * explained:.1f}; mean pass@1 over levels "
             f"{others[0]}-{others[-1]} {100 * others_pass1('grpo_sft_gt_cot'):.1f} vs "
             f"{100 * others_pass1('exp_grpo'):.1f} (base model {100 * others_pass1('base'):.1f}).")
@@ -224,6 +315,19 @@ def expert_sentence(report: dict[str, Any], levels: tuple[int, ...]) -> str:
         line += (f", although it costs SFT-GT-CoT {100 * lost:.1f} points of pass@1 on the other levels."
                  if lost > 0.1 else ".")
     return line
+
+
+def style_clause(diagnostics: dict[str, Any]) -> str:
+    """How far the expert solutions are from the model's own distribution, as the diagnostics
+    measured it (per-token NLL under q of c_E vs the model's own samples)."""
+    expert = (diagnostics.get("expert") or {}).get("mean_nll")
+    own = (diagnostics.get("own") or {}).get("mean_nll")
+    if expert is None or own is None:
+        return "their distance from the model's own style was not measured in this run"
+    if expert > own:
+        return (f"correct, and further from the model's own style than its own samples (per-token NLL "
+                f"{expert:.2f} vs {own:.2f} above)")
+    return f"correct, and not further from the model's own style than its own samples (per-token NLL {expert:.2f} vs {own:.2f})"
 
 
 _DPO_METHODS = ("exp_dpo_offline", "dpo_expert_offline", "exp_dpo_online", "dpo_expert_online")
@@ -250,8 +354,9 @@ def dpo_summary(report: dict[str, Any]) -> str:
         x = overall(name)
         if x is not None and base is not None and x < base - 0.05:
             lines.append(f"- {report['methods'][name]['label']} ends below the base model (mean pass@8 over levels "
-                         f"{100 * x:.1f} vs {100 * base:.1f}): at DPO lr {report['settings']['dpo_lr']} and beta "
-                         f"{report['settings']['dpo_beta']} it damaged what the base model could do.")
+                         f"{100 * x:.1f} vs {100 * base:.1f}): at DPO lr {report['runs'][name]['settings']['lr']} and "
+                         f"beta {report['runs'][name]['settings']['beta']} it damaged what the base model "
+                         "could do.")
     for name in _DPO_METHODS:
         losses = report["training"].get(name, {}).get("final_dpo_loss") or []
         losses = [v for v in losses if v is not None]
@@ -262,7 +367,7 @@ def dpo_summary(report: dict[str, Any]) -> str:
 
 def training_section(report: dict[str, Any], methods: list[Method], figs: dict[str, str]) -> list[str]:
     out = ["## Training", ""]
-    rows = ["| method | zero-signal groups (mean over steps) | all-wrong groups | positives per question | seconds per seed |",
+    rows = ["| method | zero-signal groups (mean over steps) | all-wrong groups | positive rows per question | seconds per seed |",
             "| --- | --- | --- | --- | --- |"]
     for method in methods:
         t = report["training"].get(method.name, {})
@@ -272,21 +377,19 @@ def training_section(report: dict[str, Any], methods: list[Method], figs: dict[s
                     f"{fmt(t.get('all_wrong_fraction_mean'))} | {fmt(t.get('positives_per_question_mean'))} | "
                     f"{t.get('seconds_per_seed')} |")
     out += rows + [""]
-    init = report.get("initial_positives") or []
-    if init:
-        cov = statistics.fmean(p["coverage"] for p in init)
-        out += [f"Self-explanations from the initial policy: {100 * cov:.0f}% of training questions got one "
-                f"(hinted answers right {100 * statistics.fmean(p['hinted_correct'] for p in init):.0f}% of the "
-                f"time, right in every step {100 * statistics.fmean(p['hinted_strict'] for p in init):.0f}%).", ""]
     for method in methods:
-        refreshes = report["training"].get(method.name, {}).get("refreshes") or []
-        if refreshes and refreshes[0]:
-            first, last = refreshes[0][0], refreshes[0][-1]
-            out += [f"{method.label}: explanations regenerated every {method.refresh_every} steps "
-                    f"(strict whole-trace check: {method.strict}); hinted accuracy of the current policy "
-                    f"{100 * first['hinted_correct']:.0f}% at step {first['step']} -> "
-                    f"{100 * last['hinted_correct']:.0f}% at step {last['step']}, accepted "
-                    f"{100 * first['coverage']:.0f}% -> {100 * last['coverage']:.0f}% (first seed).", ""]
+        acceptance = report["training"].get(method.name, {}).get("explanation_acceptance") or []
+        first = acceptance[0] if acceptance else []
+        if not first:
+            continue
+        if method.online:
+            out += [f"{method.label}: explanations regenerated from the current policy; share of hinted samples "
+                    f"accepted {100 * first[0]['rate']:.0f}% at step {first[0]['step']} -> "
+                    f"{100 * first[-1]['rate']:.0f}% at step {first[-1]['step']} (first seed).", ""]
+        else:
+            rate = statistics.fmean(p["rate"] for p in first)
+            out += [f"{method.label}: {100 * rate:.0f}% of the initial policy's hinted samples were accepted as "
+                    "self-explanations (first seed, mean over the steps that generated).", ""]
     if "zero_signal" in figs:
         out += [f"![zero-signal groups]({figs['zero_signal']})", ""]
     for method in methods:

@@ -1,12 +1,13 @@
-"""``expo-rl demo`` end to end: base model -> question pools -> per seed: evaluate the base,
-build the initial positives, train and evaluate every method -> diagnostics -> report.
+"""``expo-rl demo`` end to end: base model -> one ``expo-rl train`` run per (method, seed) ->
+the base model's and every run's held-out tables, diagnostics -> report.
 
-The per-seed work runs as independent jobs (``jobs.py``), in this process or in a pool of
-worker processes; the report is assembled in seed and method order either way.
-
-Every method of a seed starts from the same base model, sees the same training questions in the
-same order (the pool is shared) and is evaluated on the same held-out questions; only the loss
-terms and the positives differ (see ``methods.py``).
+The demo orchestrates; the runtime trains. Each run is a shipped preset
+(``expo_rl/presets/demo/<method>.yaml``) with ``--set`` overrides (``runs.py``), run by
+``expo_rl.engine.runtime.train`` in this process or in a pool of worker processes (``jobs.py``),
+and the report is assembled in seed and method order either way. Every method of a seed starts
+from the same base model, sees the same training questions in the same order (the task's
+training pool, ``expo_rl.tasks.pools``) and is evaluated on the same held-out questions with the
+same sampling seed; only the loss terms and their data differ (``methods.py``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from expo_rl.demo.budgets import Budget, scaled_mix
-from expo_rl.demo.jobs import KS, JobPlan, run_jobs
+from tqdm.auto import tqdm
+
+from expo_rl.demo.budgets import Budget
+from expo_rl.demo.build_base import META_FILE, build_base, build_shipped_recipe
+from expo_rl.demo.jobs import run_jobs
 from expo_rl.demo.methods import Method
-from expo_rl.demo.tasks.base import DemoTask
-from expo_rl.demo.train import TrainRecord, TrainSettings
+from expo_rl.demo.report import write_report
+from expo_rl.demo.runs import DemoSettings, run_spec
+from expo_rl.policy.loading import DEMO_BASE, DEMO_BASE_DIR
+from expo_rl.tasks import DemoTask, load_task
 
 
 @dataclass(frozen=True)
@@ -33,75 +39,60 @@ class DemoConfig:
     methods: list[Method]
     seeds: list[int]
     out_dir: Path
-    base_dir: Path
     rebuild_base: bool
-    settings_overrides: dict[str, Any]
     command: str
+    lr: float | None = None       # GRPO-family learning rate (None: the presets')
+    dpo_lr: float | None = None   # DPO learning rate (None: the presets')
     progress: bool = True
     workers: int = 1        # processes running the jobs (``jobs.py``); 1 = this process
     threads: int = 1        # torch threads per worker process (``workers`` > 1)
 
+    @property
+    def base_dir(self) -> Path:
+        """The shipped model for the built-in task, else (or when rebuilt) OUT/base_model."""
+        if self.task_spec == "modular" and not self.rebuild_base:
+            return DEMO_BASE_DIR
+        return self.out_dir / "base_model"
+
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Run the demo and write ``report.md``, ``report.json`` and the figures to ``out_dir``."""
-    from tqdm.auto import tqdm
-
-    from expo_rl.demo.pools import make_pools
-    from expo_rl.demo.report import write_report
-    from expo_rl.demo.tasks import load_task
-
     started = time.perf_counter()
     load_at_start = _load_average()
     task = load_task(config.task_spec)
-    budget = config.budget
     config.out_dir.mkdir(parents=True, exist_ok=True)
     base_meta = ensure_base(task, config)
-    mix = scaled_mix(budget.mix, task.levels)
-    settings = TrainSettings(steps=budget.steps, questions_per_step=sum(mix.values()),
-                             curve_every=budget.curve_every, curve_questions=budget.curve_questions,
-                             group_size=budget.group_size, explanation_tries=budget.explanation_tries,
-                             **config.settings_overrides)
-    pools = make_pools(task, eval_per_level=budget.eval_per_level, mix=mix, steps=budget.steps)
-    curve_set = {lv: ps[:budget.curve_questions] for lv, ps in pools.held_out.items()} if budget.curve_questions else {}
-
-    plan = JobPlan(task_spec=config.task_spec, base_dir=config.base_dir, settings=settings,
-                   train_pool=pools.train, held_out=pools.held_out, curve_set=curve_set,
-                   eval_samples=budget.eval_samples, diagnostic_questions=budget.diagnostic_questions,
-                   want_rejected=any(m.family == "dpo" for m in config.methods))
-    n_jobs = len(config.seeds) * len(config.methods)
-    bars = {
-        "train": tqdm(total=n_jobs * settings.steps, desc=f"training ({n_jobs} runs)", unit="step",
-                      disable=not config.progress, position=0),
-        "eval": tqdm(total=len(config.seeds) * (1 + len(config.methods)) * len(task.levels),
-                     desc="held-out evaluation", unit="level", disable=not config.progress, position=1),
-    }
-    done = run_jobs(plan, config.seeds, config.methods, workers=config.workers, threads=config.threads, bars=bars)
-    for bar in bars.values():
-        bar.close()
+    base_policy = DEMO_BASE if config.base_dir == DEMO_BASE_DIR else str(config.base_dir)
+    settings = DemoSettings(task_spec=config.task_spec, task=task, budget=config.budget, base_policy=base_policy,
+                            out_dir=config.out_dir, lr=config.lr, dpo_lr=config.dpo_lr)
+    specs = [run_spec(method, seed, settings) for seed in config.seeds for method in config.methods]
+    bar = tqdm(total=len(config.seeds) + len(specs) + 1, desc=f"demo ({len(specs)} training runs)", unit="job",
+               disable=not config.progress)
+    done = run_jobs(specs, diagnostic_questions=config.budget.diagnostic_questions, workers=config.workers,
+                    threads=config.threads, bar=bar, show_run_progress=config.progress)
+    bar.close()
     results: dict[str, dict[int, list[dict[str, float]]]] = {"base": {}}
-    records: dict[str, list[TrainRecord]] = {m.name: [] for m in config.methods}
+    runs: dict[str, list[Any]] = {m.name: [] for m in config.methods}
     for seed in config.seeds:  # in seed order, whatever order the jobs finished in
         _collect(results, "base", done.base[seed])
         for method in config.methods:
-            record, by_level = done.methods[(seed, method.name)]
-            records[method.name].append(record)
-            _collect(results, method.name, by_level)
-    positives_stats = [done.positives_stats[seed] for seed in config.seeds]
-    diagnostics = done.diagnostics
+            run = done.runs[(seed, method.name)]
+            runs[method.name].append(run)
+            _collect(results, method.name, run.by_level)
     wall = time.perf_counter() - started
     machine = machine_description(load_at_start)
     machine["workers"] = config.workers
     if config.workers > 1:
         machine["threads_per_worker"] = config.threads
+    first = specs[0].config()
     context = {
-        "task": task.name, "task_spec": config.task_spec, "budget": budget.name,
+        "task": task.name, "task_spec": config.task_spec, "budget": config.budget.name,
         "command": config.command, "seeds": config.seeds, "wall_seconds": round(wall, 1),
-        "machine": machine, "base_model": base_meta, "mix": mix,
-        "settings": asdict(settings), "eval": {"per_level": budget.eval_per_level,
-                                               "samples": budget.eval_samples, "ks": list(KS)},
-        "initial_positives": positives_stats,
+        "machine": machine, "base_model": base_meta, "budget_settings": asdict(config.budget),
+        "eval": {"per_level": first.data.task_held_out, "samples": first.eval.final_n, "ks": first.eval.final_k,
+                 "temperature": first.eval.temperature or first.sampling.temperature},
     }
-    return write_report(config.out_dir, task, config.methods, results, records, diagnostics, context)
+    return write_report(config.out_dir, task, config.methods, results, runs, done.diagnostics, context)
 
 
 def _collect(results: dict[str, dict[int, list[dict[str, float]]]], name: str,
@@ -115,8 +106,6 @@ def ensure_base(task: DemoTask, config: DemoConfig) -> dict[str, Any]:
     """Metadata of the base model in ``config.base_dir``, building it first when asked to or
     when the directory has none (user tasks)."""
     import json
-
-    from expo_rl.demo.build_base import META_FILE, build_base, build_shipped_recipe
 
     meta_path = config.base_dir / META_FILE
     if config.rebuild_base or not (config.base_dir / "config.json").is_file():

@@ -67,6 +67,15 @@ class DataConfig:
     levels: list[int] | None = _help("keep only these MATH levels (problems without a level are dropped)", default=None)
     limit: int | None = _help("use at most this many questions (after the level filter)", default=None)
     instruction: str | None = _help("prompt instruction after the question (default: the policy layer's)", default=None)
+    task: str | None = _help(
+        "task plugin instead of a data set: a built-in name (modular) or a .py file defining a DemoTask "
+        "(docs/ADDING_A_TASK.md); its generator makes the questions, its prompts are used as they are, "
+        "terms.N.reward: task is its verifier, self-explanations use its hinted prompt", default=None)
+    task_mix: list[int] | None = _help(
+        "task runs: questions of each level in every step's block, easiest level first (the training "
+        "pool is train.steps such blocks in order; default: one per level)", default=None)
+    task_held_out: int = _help("task runs: held-out questions per level, never trained on (the evaluation "
+                               "set of eval.*)", default=64)
 
 
 @dataclass
@@ -128,6 +137,25 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    every: int = _help("held-out pass@k every N steps and before step 1, logged as eval/L<level>/pass@<k> "
+                       "(0: not during training)", default=0)
+    data: str | None = _help("evaluation questions: a load_problems name or path (default for task runs: the "
+                             "task's held-out set)", default=None)
+    limit: int | None = _help("evaluate the first N questions of each level during training (null: all)",
+                              default=None)
+    n: int = _help("samples per question during training", default=4)
+    k: list[int] = _help("pass@k values logged during training (each <= eval.n)", default_factory=lambda: [1])
+    temperature: float | None = _help("evaluation sampling temperature (null: sampling.temperature)", default=None)
+    final_n: int = _help("after the last step: every evaluation question with final_n samples, written to "
+                         "<output_dir>/eval_final.json (0: no final evaluation)", default=0)
+    final_k: list[int] = _help("pass@k values of the final evaluation (each <= final_n)",
+                               default_factory=lambda: [1])
+    seed: int | None = _help("evaluation sampling seed (null: 7777 * train.seed, the same for every "
+                             "checkpoint and method)", default=None)
+
+
+@dataclass
 class RunConfig:
     method: str = _help("free-text label of the method (sft, grpo, exp_grpo, ...)", default="")
     terms: list[TermConfig] = _help("loss terms: source x reward x coefficient x weight", default_factory=list)
@@ -136,6 +164,7 @@ class RunConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def preset_names() -> list[str]:
@@ -153,7 +182,8 @@ def resolve_preset(name_or_path: str) -> Path:
     shipped = PRESET_DIR / f"{name_or_path}.yaml"
     if shipped.is_file():
         return shipped
-    names = preset_names() + [f"gpu/{n}" for n in sorted(p.stem for p in (PRESET_DIR / "gpu").glob("*.yaml"))]
+    names = preset_names() + [f"{folder}/{p.stem}" for folder in ("gpu", "demo")
+                              for p in sorted((PRESET_DIR / folder).glob("*.yaml"))]
     raise ConfigError(f"no config file or preset named {name_or_path!r}; presets: {', '.join(names)}")
 
 
@@ -180,6 +210,10 @@ def validate(config: RunConfig) -> RunConfig:
     for key in ("steps", "mu", "grad_accum"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}': must be >= 1")
+    _validate_eval(config)
+    mix = config.data.task_mix
+    if mix is not None and (any(c < 0 for c in mix) or not sum(mix)):
+        raise ConfigError(f"config key 'data.task_mix': {mix} must be counts >= 0, at least one > 0")
     labels = [t.label for t in config.terms]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"config key 'terms': term names must differ (got {labels}); set terms.N.name")
@@ -191,6 +225,21 @@ def validate(config: RunConfig) -> RunConfig:
             raise ConfigError(f"config key 'terms.{i}.reward': {term.reward!r} is not allowed; allowed "
                               f"values: {', '.join(_rewards())}, null, or 'module:function'")
     return config
+
+
+def _validate_eval(config: RunConfig) -> None:
+    e = config.eval
+    for key in ("every", "final_n"):
+        if getattr(e, key) < 0:
+            raise ConfigError(f"config key 'eval.{key}': must be >= 0, got {getattr(e, key)}")
+    if e.n < 1:
+        raise ConfigError(f"config key 'eval.n': must be >= 1, got {e.n}")
+    for key, ks, n in (("eval.k", e.k, e.n), ("eval.final_k", e.final_k, e.final_n)):
+        if n and (not ks or min(ks) < 1 or max(ks) > n):
+            raise ConfigError(f"config key '{key}': {ks}; allowed: values from 1 to {n} (its sample count)")
+    if (e.every or e.final_n) and e.data is None and config.data.task is None:
+        raise ConfigError("config key 'eval.data' is required when eval.every or eval.final_n is set: a "
+                          "load_problems name or path (task runs default to the task's held-out set)")
 
 
 def resume_warnings(config: RunConfig) -> list[str]:

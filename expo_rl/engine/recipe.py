@@ -22,18 +22,54 @@ from expo_rl.engine.config import RunConfig, TermConfig
 from expo_rl.engine.typed_config import ConfigError, from_dict
 from expo_rl.policy import build_prompt, sample
 from expo_rl.sources import Row, Source, SourceEnv, get_source
+from expo_rl.tasks import DemoTask, load_task
+from expo_rl.tasks.pools import held_out_sets, training_pool
 from expo_rl.verify import REWARDS, batch_rewards, get_reward
+
+TASK_REWARD = "task"  # terms.N.reward of a task run: the task's own verifier
 
 
 def reward_names() -> list[str]:
     """Names accepted by ``terms.N.reward`` besides 'module:function'."""
-    return sorted(REWARDS)
+    return sorted([*REWARDS, TASK_REWARD])
 
 
-def resolve_reward(name: str | None) -> Callable[..., float] | None:
-    """A registry name, or ``'package.module:function'`` for a user callable."""
+@dataclass(frozen=True)
+class ProblemSet:
+    """The run's questions: ``train`` in the order sources walk them, ``held_out`` per level
+    (the evaluation set, never trained on), and the task plugin of a task run (else None)."""
+
+    train: list[Problem]
+    held_out: dict[int, list[Problem]]
+    task: DemoTask | None = None
+
+
+def task_reward(task: DemoTask, problems: list[Problem]) -> Callable[..., float]:
+    """The task's verifier as a reward ``fn(completion, reference, *, id, **fields)``: the row's
+    problem is found by id among ``problems`` (ids must name one question each)."""
+    by_id: dict[str, Problem] = {}
+    for problem in problems:
+        seen = by_id.setdefault(problem.id, problem)
+        if (seen.question, seen.answer) != (problem.question, problem.answer):
+            raise ValueError(f"task {task.name!r}: problem id {problem.id!r} names two different questions; "
+                             "make_problem must give each distinct question its own id")
+
+    def reward(completion: str, reference: str, *, id: str, **fields: Any) -> float:  # noqa: A002
+        return task.reward(by_id[id], completion)
+
+    reward.__name__ = f"task:{task.name}"
+    return reward
+
+
+def resolve_reward(name: str | None, problems: ProblemSet | None = None) -> Callable[..., float] | None:
+    """A registry name, ``task`` (the task plugin's verifier), or ``'package.module:function'``."""
     if name is None:
         return None
+    if name == TASK_REWARD:
+        if problems is None or problems.task is None:
+            raise ConfigError("reward 'task' needs a task run: set data.task (or --task)")
+        everything = problems.train + [p for level in problems.held_out.values() for p in level]
+        return task_reward(problems.task, everything)
     if ":" in name:
         module, _, attr = name.partition(":")
         try:
@@ -43,15 +79,55 @@ def resolve_reward(name: str | None) -> Callable[..., float] | None:
     return get_reward(name)
 
 
-def load_problem_set(config: RunConfig) -> list[Problem]:
-    """The run's questions: loader -> level filter -> limit (in file order; sources shuffle)."""
+def load_problem_set(config: RunConfig) -> ProblemSet:
+    """The run's questions. Data sets: loader -> level filter -> limit (in file order; sources
+    shuffle), held-out set from ``eval.data`` (grouped by level). Task runs: ``train.steps``
+    blocks of ``data.task_mix`` questions per level drawn by the task's generator, and
+    ``data.task_held_out`` questions per level kept apart (``expo_rl.tasks.pools``)."""
     data = config.data
+    if data.task is not None:
+        return task_problem_set(config)
     problems = load_problems(data.name, data.split, data_dir=data.data_dir, levels=data.levels,
                              limit=data.limit).problems
     if not problems:
         raise ConfigError(f"config key 'data': no problems left from {data.name!r} "
                           f"(levels={data.levels}, limit={data.limit})")
-    return problems
+    return ProblemSet(problems, group_by_level(load_problems(config.eval.data, data_dir=data.data_dir).problems)
+                      if config.eval.data is not None else {})
+
+
+def group_by_level(problems: list[Problem]) -> dict[int, list[Problem]]:
+    """Problems grouped by level (0: no level), in order."""
+    groups: dict[int, list[Problem]] = {}
+    for problem in problems:
+        groups.setdefault(problem.level or 0, []).append(problem)
+    return groups
+
+
+def task_problem_set(config: RunConfig) -> ProblemSet:
+    """Training pool and held-out set of a task run (see :func:`load_problem_set`)."""
+    try:
+        task = load_task(config.data.task)
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        raise ConfigError(f"config key 'data.task': {error}") from None
+    levels = sorted(task.levels)
+    mix = config.data.task_mix or [1] * len(levels)
+    if len(mix) != len(levels):
+        raise ConfigError(f"config key 'data.task_mix': {len(mix)} counts for task {task.name!r} with "
+                          f"{len(levels)} levels {levels}; give one count per level, easiest first")
+    held_out = held_out_sets(task, config.data.task_held_out)
+    train = training_pool(task, dict(zip(levels, mix)), config.train.steps, held_out)
+    if config.eval.data is not None:
+        held_out = group_by_level(load_problems(config.eval.data, data_dir=config.data.data_dir).problems)
+    return ProblemSet(train, held_out, task)
+
+
+def prompt_function(config: RunConfig, tokenizer: Any, task: DemoTask | None) -> Callable[[Problem], str]:
+    """``prompt(problem) -> str``: a task's own text, else the policy layer's zero-shot prompt."""
+    if task is not None:
+        return task.prompt
+    kwargs = {} if config.data.instruction is None else {"instruction": config.data.instruction}
+    return lambda problem: build_prompt(tokenizer, problem.question, **kwargs)
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -100,14 +176,11 @@ class FrozenPolicy:
         return self.model
 
 
-def build_terms(config: RunConfig, problems: list[Problem], *, tokenizer: Any,
+def build_terms(config: RunConfig, problem_set: ProblemSet, *, tokenizer: Any,
                 frozen: FrozenPolicy, accelerator: Any, output_dir: Path) -> list[Term]:
     """One :class:`Term` per ``config.terms`` entry, each with its own :class:`SourceEnv`."""
     s = config.sampling
-    prompt_kwargs = {} if config.data.instruction is None else {"instruction": config.data.instruction}
-
-    def prompt(question: str) -> str:
-        return build_prompt(tokenizer, question, **prompt_kwargs)
+    prompt = prompt_function(config, tokenizer, problem_set.task)
 
     def sample_fn(model: Any, prompts: list[str], *, n: int, seed: int) -> Any:
         was_training = model.training
@@ -125,7 +198,7 @@ def build_terms(config: RunConfig, problems: list[Problem], *, tokenizer: Any,
 
     terms = []
     for i, term_config in enumerate(config.terms):
-        reward = resolve_reward(term_config.reward)
+        reward = resolve_reward(term_config.reward, problem_set)
 
         def score(rows: list[Row], reward: Callable | None = reward) -> None:
             todo = [r for r in rows if r.reward is None]
@@ -141,8 +214,9 @@ def build_terms(config: RunConfig, problems: list[Problem], *, tokenizer: Any,
             frozen_policy=frozen, score=score, gather=gather, rank=accelerator.process_index,
             world_size=accelerator.num_processes, seed=config.train.seed,
             cache_dir=str(output_dir / "cache"), show_progress=config.train.progress,
+            task=problem_set.task,
         )
         spec = get_source(term_config.source)
         options = from_dict(spec.options, term_config.source_args, f"terms.{i}.source_args")
-        terms.append(Term(term_config, spec.build(problems, options, env), reward, env))
+        terms.append(Term(term_config, spec.build(problem_set.train, options, env), reward, env))
     return terms

@@ -7,6 +7,10 @@
 ``<term>/zero_signal_groups``  groups of >= 2 outputs whose rewards are all equal: with
                             group-normalised advantages they carry no learning signal (SPEC 2.5)
 ``<term>/groups``           number of such groups in the step (the denominator)
+``<term>/zero_signal_fraction``  zero_signal_groups / groups
+``<term>/all_wrong_fraction``    share of those groups with no correct output (where GRPO has no
+                            positive signal and ExPO's explanations are meant to help)
+``<term>/accuracy/L<level>``  accuracy of the scored rows of each problem level (``Row.fields["level"]``)
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ def _local_summary(rows: list[Row]) -> dict[str, Any]:
         if r.group >= 0 and r.reward is not None:
             groups[r.group].append(r.reward)
     multi = [g for g in groups.values() if len(g) >= 2]
+    levels: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in rows:
+        level = r.fields.get("level")
+        if level is not None and r.reward is not None:
+            levels[str(level)][0] += r.reward > 0.5
+            levels[str(level)][1] += 1
     return {
+        "levels": dict(levels),
+        "all_wrong": sum(1 for g in multi if max(g) <= 0.5),
         "rows": len(rows),
         "scored": len(rewards),
         "reward_sum": sum(rewards),
@@ -44,7 +56,12 @@ def row_metrics(accelerator: Any, terms: list[Any], rows_per_term: list[list[Row
     parts = gather_object([local]) if accelerator.num_processes > 1 else [local]
     metrics: dict[str, float] = {}
     for i, term in enumerate(terms):
-        total = {k: sum(part[i][k] for part in parts) for k in local[i]}
+        total = {k: sum(part[i][k] for part in parts) for k in local[i] if k != "levels"}
+        levels: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for part in parts:
+            for level, (correct, scored) in part[i]["levels"].items():
+                levels[level][0] += correct
+                levels[level][1] += scored
         name = term.name
         metrics[f"{name}/rows"] = total["rows"]
         if total["rows"]:
@@ -56,4 +73,8 @@ def row_metrics(accelerator: Any, terms: list[Any], rows_per_term: list[list[Row
         if total["groups"]:
             metrics[f"{name}/groups"] = total["groups"]
             metrics[f"{name}/zero_signal_groups"] = total["zero_signal"]
+            metrics[f"{name}/zero_signal_fraction"] = total["zero_signal"] / total["groups"]
+            metrics[f"{name}/all_wrong_fraction"] = total["all_wrong"] / total["groups"]
+        for level, (correct, scored) in sorted(levels.items()):
+            metrics[f"{name}/accuracy/L{level}"] = correct / scored
     return metrics

@@ -23,12 +23,20 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from expo_rl.engine import checkpoint
+from expo_rl.engine import checkpoint, held_out
 from expo_rl.engine.batching import pack, split_micro_batches, tag_rows
 from expo_rl.engine.config import RunConfig, config_dict, resume_warnings
 from expo_rl.engine.metrics import MetricsLogger
 from expo_rl.engine.optim import build_optimizer, build_scheduler
-from expo_rl.engine.recipe import FrozenPolicy, Term, build_terms, disable_dropout, load_problem_set
+from expo_rl.engine.recipe import (
+    FrozenPolicy,
+    ProblemSet,
+    Term,
+    build_terms,
+    disable_dropout,
+    load_problem_set,
+    prompt_function,
+)
 from expo_rl.engine.rollout_stats import row_metrics
 from expo_rl.engine.step import (
     StepTerm,
@@ -59,6 +67,7 @@ class Run:
     optimizer: Any
     scheduler: Any
     output_dir: Path
+    problem_set: ProblemSet
 
 
 def make_accelerator(config: RunConfig) -> Any:
@@ -90,8 +99,8 @@ def setup(config: RunConfig, accelerator: Any) -> Run:
                           eager=needs_reference)
     prepare_model(model, step_terms)  # PPO's value head, before the optimiser
 
-    problems = load_problem_set(config)
-    terms = build_terms(config, problems, tokenizer=tokenizer, frozen=frozen,
+    problem_set = load_problem_set(config)
+    terms = build_terms(config, problem_set, tokenizer=tokenizer, frozen=frozen,
                         accelerator=accelerator, output_dir=output_dir)
     for term in terms:
         term.source.prepare(term.env)
@@ -110,7 +119,7 @@ def setup(config: RunConfig, accelerator: Any) -> Run:
     # Not prepared: accelerate would step a prepared scheduler once per process per update.
     accelerator.register_for_checkpointing(scheduler)
     return Run(config, accelerator, model, tokenizer, frozen, terms, step_terms, needs_reference,
-               needs_old, optimizer, scheduler, output_dir)
+               needs_old, optimizer, scheduler, output_dir, problem_set)
 
 
 @contextmanager
@@ -177,8 +186,14 @@ def train(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     bar = tqdm(range(start + 1, config.train.steps + 1), desc=config.method or "train", unit="step",
                initial=start, total=config.train.steps,
                disable=not (config.train.progress and accelerator.is_main_process))
+    if start == 0 and config.eval.every:
+        logger.log(0, evaluate_held_out(run))
     for step in bar:
         metrics = train_step(run, step)
+        if config.eval.every and step % config.eval.every == 0:
+            metrics.update(evaluate_held_out(run))
+        if step == config.train.steps and config.eval.final_n:
+            metrics.update(evaluate_held_out(run, final=True, step=step))
         logger.log(step, metrics)
         bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.endswith("reward_mean")})
         every = config.train.save_every
@@ -187,6 +202,22 @@ def train(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     logger.close()
     return {"steps": config.train.steps, "metrics": str(logger.path), "checkpoint": str(saved),
             "is_main_process": accelerator.is_main_process}
+
+
+def evaluate_held_out(run: Run, *, final: bool = False, step: int = 0) -> dict[str, float]:
+    """Held-out pass@k per level (``eval.*``, see :mod:`expo_rl.engine.held_out`) as metrics;
+    ``final``: every held-out question with ``eval.final_n`` samples, also written to
+    ``eval_final.json``."""
+    e = run.config.eval
+    n, ks, limit = (e.final_n, e.final_k, None) if final else (e.n, e.k, e.limit)
+    prompt = prompt_function(run.config, run.tokenizer, run.problem_set.task)
+    with policy_for_generation(run.accelerator, run.model) as policy:
+        table = held_out.held_out_pass_at_k(policy, run.tokenizer, run.config, run.problem_set, prompt,
+                                            n=n, ks=ks, limit=limit, progress=final and run.config.train.progress)
+    if final and run.accelerator.is_main_process:
+        held_out.write_final(run.output_dir, table, step=step, n=n, ks=ks,
+                             questions={str(lv): len(ps) for lv, ps in run.problem_set.held_out.items()})
+    return held_out.as_metrics("eval_final" if final else "eval", table)
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

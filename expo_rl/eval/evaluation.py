@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from expo_rl.data.records import Problem
+from expo_rl.data.records import Problem, problem_fields
 from expo_rl.eval.passk import mean_accuracy
 from expo_rl.eval.tables import ProblemScore, by_level, by_subject, format_table, pass_at_k_row
 from expo_rl.verify import batch_rewards, correctness_reward, extract_answer, verifier_stats
@@ -121,6 +121,7 @@ def evaluate(
     batch_size: int | None = None,
     draw: str = "multinomial",
     reward_fn: Callable[..., float] = correctness_reward,
+    prompt: Callable[[Problem], str] | None = None,
     show_progress: bool = True,
     keep_samples: bool = False,
     on_chunk: Callable[[list[SampleRecord]], None] | None = None,
@@ -131,7 +132,8 @@ def evaluate(
     problems are processed in chunks of ``max(1, batch_size // n)``, each with the seed
     ``seed + index of its first problem`` so a chunk's samples do not depend on earlier chunks.
     ``on_chunk`` receives each finished chunk's scored samples (the CLI streams them to disk,
-    so a long run that is stopped still leaves its figures so far).
+    so a long run that is stopped still leaves its figures so far). ``prompt(problem)`` replaces
+    the zero-shot prompt (e.g. a task's own text).
     """
     from expo_rl.policy import build_prompt, sample
 
@@ -149,12 +151,13 @@ def evaluate(
     progress = _progress(len(problems), show_progress)
     for first in range(0, len(problems), per_chunk):
         chunk = problems[first:first + per_chunk]
-        batch = sample(model, tokenizer, [build_prompt(tokenizer, p.question) for p in chunk],
+        prompts = [prompt(p) if prompt is not None else build_prompt(tokenizer, p.question) for p in chunk]
+        batch = sample(model, tokenizer, prompts,
                        n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                        seed=seed + first, batch_size=batch_size, draw=draw)
         owners = [chunk[i] for i in batch.prompt_index]
         rewards = batch_rewards(reward_fn, batch.texts, [p.answer for p in owners],
-                                [_row_fields(p) for p in owners])
+                                [problem_fields(p) for p in owners])
         seen: dict[int, int] = {}
         records: list[SampleRecord] = []
         for j, (problem, reward) in enumerate(zip(owners, rewards)):
@@ -192,10 +195,6 @@ def evaluate(
     )
 
 
-def _row_fields(problem: Problem) -> dict[str, Any]:
-    # What a reward receives besides (completion, reference): the problem's metadata.
-    return {"id": problem.id, "level": problem.level, "subject": problem.subject,
-            "source": problem.source}
 
 
 def _progress(total: int, enabled: bool) -> Any:

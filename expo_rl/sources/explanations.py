@@ -31,7 +31,7 @@ from expo_rl.expo.answer_format import expert_positive, resolve_task
 from expo_rl.expo.bank import ExplanationBank, bank_generator
 from expo_rl.expo.explanations import ExplainConfig
 from expo_rl.expo.hints import HintOptions
-from expo_rl.policy import encode_prompt
+from expo_rl.expo.task_explanations import TaskAccept, task_explanation_generator
 from expo_rl.sources.base import (
     Row,
     SourceEnv,
@@ -39,6 +39,7 @@ from expo_rl.sources.base import (
     encode,
     local_share,
     problem_fields,
+    question_prompt_ids,
     register_source,
     step_seed,
 )
@@ -78,6 +79,8 @@ class ExplanationOptions:
     pregenerate: bool = _help("generate every question's explanations before step 1 (default: when first drawn)",
                               default=False)
     questions_per_call: int = _help("questions per generation call", default=8)
+    accept: TaskAccept = _help("task runs: an explanation is usable when its answer is right (answer, the "
+                               "paper) or every step is (trace: the task's check_trace)", default="answer")
     shuffle: bool = _help("reshuffle the questions every epoch", default=True)
 
 
@@ -101,10 +104,15 @@ def make_bank(options: Any, env: SourceEnv) -> ExplanationBank:
     if path is not None and env.world_size > 1:
         # one file per process: appends from several processes never interleave
         path = path.with_name(f"{path.stem}.rank{env.rank}{path.suffix}")
+    if env.task is not None:  # the task writes the hinted prompt and judges the explanation
+        generate = task_explanation_generator(env.task, sampler, per_question=options.explanations_per_question,
+                                              accept=options.accept)
+    else:
+        generate = bank_generator(env.tokenizer, config, options.explanations_per_question, sampler,
+                                  questions_per_call=options.questions_per_call)
     bank = ExplanationBank(
         config=config, per_question=options.explanations_per_question, every=options.refresh_every,
-        generate=bank_generator(env.tokenizer, config, options.explanations_per_question, sampler,
-                                questions_per_call=options.questions_per_call),
+        generate=generate,
         cache=path if options.refresh_every == 0 else None,
     )
     bank.load_cache()
@@ -154,7 +162,9 @@ class Explanations(CursorState):
 
     def positives(self, problem: Problem, texts: dict[str, list[str]], step: int) -> list[str]:
         """The ``rows_per_question`` positive texts of ``problem`` for this step (cycled)."""
-        if self.options.target == "expert":
+        if self.options.target == "expert" and self.env.task is not None:
+            available = [self.env.task.expert_solution(problem)]
+        elif self.options.target == "expert":
             fmt = explain_config(self.options).format_for(resolve_task(self.options.task, problem))
             available = [expert_positive(problem, fmt)] if problem.solution.strip() else []
         else:
@@ -179,7 +189,7 @@ class Explanations(CursorState):
         for problem in problems:
             chosen = self.positives(problem, texts, ctx.step)
             self.skipped_no_explanation += not chosen
-            prompt_ids = encode_prompt(self.env.tokenizer, self.env.prompt(problem.question))
+            prompt_ids = question_prompt_ids(self.env, problem)
             for text in chosen:
                 rows.append(Row(
                     prompt_ids=prompt_ids, completion_ids=encode(self.env.tokenizer, text, eos=True),

@@ -25,7 +25,6 @@ import torch
 
 from expo_rl.data.records import Problem
 from expo_rl.expo.bank import _unwrap, refresh_generation, regenerates_at
-from expo_rl.policy import encode_prompt
 from expo_rl.sources.base import (
     Row,
     SourceEnv,
@@ -33,6 +32,7 @@ from expo_rl.sources.base import (
     encode,
     local_share,
     problem_fields,
+    question_prompt_ids,
     register_source,
     rows_from_samples,
     step_seed,
@@ -94,7 +94,7 @@ class ExpoPairs(CursorState):
                     path = path.with_name(f"{path.stem}.rank{self.env.rank}{path.suffix}")
             per_problem = _sample_once_local(stale, self.options.rejected_samples, self.env, path)
         else:
-            batch = self.env.sample(ctx.policy, [self.env.prompt(p.question) for p in stale],
+            batch = self.env.sample(ctx.policy, [self.env.prompt(p) for p in stale],
                                     n=self.options.rejected_samples,
                                     seed=step_seed(self.env.seed, ctx.step, self.env.rank, salt=13))
             rows = rows_from_samples(batch, stale)
@@ -138,7 +138,7 @@ class ExpoPairs(CursorState):
             self.skipped["rejected_correct"] += bool((rejected.reward or 0.0) > 0)
             pair = len(rows) // 2
             rows.append(Row(
-                prompt_ids=encode_prompt(self.env.tokenizer, self.env.prompt(problem.question)),
+                prompt_ids=question_prompt_ids(self.env, problem),
                 completion_ids=encode(self.env.tokenizer, text, eos=True), problem_id=problem.id,
                 reference=problem.answer, completion=text, reward=1.0, pair=pair, pair_sign=1,
                 fields={**problem_fields(problem), "expo_target": self.options.target},

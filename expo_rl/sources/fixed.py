@@ -3,7 +3,8 @@
 The completion ends with EOS so the model learns to stop. ``target`` picks o:
 ``solution`` (the data set's human solution c_E), or ``extra:<field>`` (any field the loader put in
 ``Problem.extra``). ``path`` instead reads a JSONL file of ``{"question", "completion"[, "answer",
-"id"]}`` rows. Questions with an empty target are skipped (and counted at start-up).
+"id"]}`` rows (the question goes through the run's prompt) or ``{"prompt", "completion"}`` rows
+(TRL's prompt-completion format: the prompt is used verbatim, e.g. a task's own texts). Questions with an empty target are skipped (and counted at start-up).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 
 from expo_rl.data.records import Problem
+from expo_rl.policy import encode_prompt
 from expo_rl.sources.base import (
     Row,
     SourceEnv,
@@ -33,8 +35,11 @@ class FixedPairsOptions:
     shuffle: bool = field(default=True, metadata={"help": "reshuffle the rows every epoch"})
 
 
-def read_pairs(path: str) -> list[tuple[Problem, str]]:
-    """(problem, completion) pairs from a JSONL file; errors name the file and line."""
+Pair = tuple[Problem, str, "str | None"]  # (problem, completion, verbatim prompt or None)
+
+
+def read_pairs(path: str) -> list[Pair]:
+    """(problem, completion, verbatim prompt) triples from a JSONL file; errors name the file and line."""
     pairs = []
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
@@ -42,12 +47,14 @@ def read_pairs(path: str) -> list[tuple[Problem, str]]:
                 continue
             try:
                 record = json.loads(line)
-                problem = Problem(id=str(record.get("id", line_no)), question=record["question"],
+                prompt = record.get("prompt")
+                question = record["question"] if prompt is None else str(prompt)
+                problem = Problem(id=str(record.get("id", line_no)), question=question,
                                   answer=str(record.get("answer", "")))
-                pairs.append((problem, record["completion"]))
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise ValueError(f"{path}:{line_no}: expected a JSON object with 'question' and "
-                                 f"'completion' ({error})") from None
+                pairs.append((problem, record["completion"], prompt))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+                raise ValueError(f"{path}:{line_no}: expected a JSON object with 'question' (or 'prompt') "
+                                 f"and 'completion' ({error})") from None
     return pairs
 
 
@@ -60,9 +67,9 @@ def target_text(problem: Problem, target: str) -> str:
 
 
 class FixedPairs(CursorState):
-    def __init__(self, pairs: list[tuple[Problem, str]], options: FixedPairsOptions, env: SourceEnv):
+    def __init__(self, pairs: list[Pair], options: FixedPairsOptions, env: SourceEnv):
         self.options, self.env = options, env
-        self.pairs = [(p, o) for p, o in pairs if o.strip()]
+        self.pairs = [pair for pair in pairs if pair[1].strip()]
         self.skipped = len(pairs) - len(self.pairs)
         self.cursor = Cursor(len(self.pairs), seed=env.seed, shuffle=options.shuffle)
 
@@ -73,9 +80,10 @@ class FixedPairs(CursorState):
         tokenizer = self.env.tokenizer
         rows = []
         for index in local_share(self.cursor.take(self.options.rows_per_step), self.env):
-            problem, completion = self.pairs[index]
+            problem, completion, prompt = self.pairs[index]
             rows.append(Row(
-                prompt_ids=question_prompt_ids(self.env, problem.question),
+                prompt_ids=(question_prompt_ids(self.env, problem) if prompt is None
+                            else encode_prompt(tokenizer, prompt)),
                 completion_ids=encode(tokenizer, completion, eos=True),
                 problem_id=problem.id, reference=problem.answer, completion=completion,
                 fields=problem_fields(problem),
@@ -89,5 +97,5 @@ def build_fixed(problems: list[Problem], options: FixedPairsOptions, env: Source
     if options.path:
         pairs = read_pairs(options.path)
     else:
-        pairs = [(p, target_text(p, options.target)) for p in problems]
+        pairs = [(p, target_text(p, options.target), None) for p in problems]
     return FixedPairs(pairs, options, env)

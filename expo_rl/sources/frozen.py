@@ -69,7 +69,7 @@ def sample_once(problems: list[Problem], n: int, env: SourceEnv, path: Path | No
                disable=not (env.show_progress and env.rank == 0) or not mine)
     for call, start in enumerate(bar):
         chunk = [problems[i] for i in mine[start:start + questions_per_call]]
-        batch = env.sample(env.frozen_policy(), [env.prompt(p.question) for p in chunk], n=n,
+        batch = env.sample(env.frozen_policy(), [env.prompt(p) for p in chunk], n=n,
                            seed=step_seed(env.seed, 0, env.rank, salt=call + 1))
         rows = rows_from_samples(batch, chunk)
         env.score(rows)

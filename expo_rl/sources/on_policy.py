@@ -44,7 +44,7 @@ class OnPolicy(CursorState):
     def next_rows(self, ctx: StepContext) -> list[Row]:
         indices = local_share(self.cursor.take(self.options.questions_per_step), self.env)
         problems = [self.problems[i] for i in indices]
-        batch = self.env.sample(ctx.policy, [self.env.prompt(p.question) for p in problems],
+        batch = self.env.sample(ctx.policy, [self.env.prompt(p) for p in problems],
                                 n=self.options.group_size,
                                 seed=step_seed(self.env.seed, ctx.step, self.env.rank))
         return rows_from_samples(batch, problems)

@@ -57,7 +57,7 @@ def read_preference_file(path: str, env: SourceEnv) -> list[tuple[Row, Row]]:
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 raise ValueError(f"{path}:{line_no}: expected a JSON object with 'question', "
                                  f"'chosen' and 'rejected' ({error})") from None
-            prompt_ids = question_prompt_ids(env, problem.question)
+            prompt_ids = question_prompt_ids(env, problem)
             pairs.append(tuple(
                 Row(prompt_ids=prompt_ids, completion_ids=encode(env.tokenizer, text, eos=True),
                     problem_id=problem.id, reference=problem.answer, completion=text,
@@ -85,7 +85,7 @@ def solution_row(problem: Problem, env: SourceEnv) -> Row | None:
     """The expert solution as a completion under the plain prompt (None when there is none)."""
     if not problem.solution.strip():
         return None
-    return Row(prompt_ids=question_prompt_ids(env, problem.question),
+    return Row(prompt_ids=question_prompt_ids(env, problem),
                completion_ids=encode(env.tokenizer, problem.solution, eos=True),
                problem_id=problem.id, reference=problem.answer, completion=problem.solution,
                reward=1.0, fields=problem_fields(problem))

@@ -34,7 +34,7 @@ from __future__ import annotations
 import random
 
 from expo_rl.data.records import Problem
-from expo_rl.demo.tasks.base import DemoTask
+from expo_rl.tasks.base import DemoTask
 
 PRIMES: dict[int, int] = {1: 5, 2: 7, 3: 11, 4: 13, 5: 17}
 N_EQUATIONS = 3
@@ -68,6 +68,9 @@ class ModularTask(DemoTask):
     name = "modular"
     solved_levels = (1, 2, 3)
     max_new_tokens = 80
+    description = ("three modular equations a_i x = c_i (mod p) per question, p = 5, 7, 11, 13, 17 for "
+                   "levels 1-5; held-out questions share single equations with training questions")
+    hard_level_skill = "essentially a multiplication/inverse table mod p"
 
     def __init__(self, hard_hints: bool = True) -> None:
         # False: the first stage of the shipped base model's recipe (``build_base.build_shipped_recipe``)

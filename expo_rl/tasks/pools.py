@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 
 from expo_rl.data.records import Problem
-from expo_rl.demo.tasks.base import DemoTask
+from expo_rl.tasks.base import DemoTask
 
 EVAL_SEED = 10_007
 TRAIN_SEED = 20_011
