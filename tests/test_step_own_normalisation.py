@@ -100,3 +100,23 @@ def test_sample_counts_are_summed_over_processes_and_default_to_the_rows():
     assert summed.per_term == (4.0, 12.0) and summed.scale == 2.0
     with pytest.raises(ValueError, match="2 terms"):
         batch_normalisers([batch], terms, samples=[1])
+
+
+def test_the_runtime_normalises_the_exp_sft_term_by_the_questions_drawn(tmp_path, monkeypatch):
+    """ExP-GRPO through ``expo-rl train``: with only_zero_signal the explanation rows vary, the
+    ExP-SFT term's sample count is the questions its source drew (2 per step) all the same."""
+    from expo_rl.engine import runtime
+    from expo_rl.engine.config import load_config
+
+    seen = []
+
+    def spy(micro_batches, step_terms, **kwargs):
+        seen.append(kwargs["samples"])
+        return batch_normalisers(micro_batches, step_terms, **kwargs)
+
+    monkeypatch.setattr(runtime, "batch_normalisers", spy)
+    config = load_config("exp_grpo", ["train.steps=2", "train.progress=false", "train.tensorboard=false",
+                                      "terms.1.source_args.only_zero_signal=true",
+                                      f"train.output_dir={tmp_path}"])
+    runtime.train(config)
+    assert seen == [[None, 2], [None, 2]]

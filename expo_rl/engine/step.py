@@ -10,9 +10,25 @@ where ``w`` and ``D_k`` come from the loss aggregation (:mod:`expo_rl.core.aggre
 ``seq_mean`` = the paper, ``token_mean`` = DAPO, ``constant`` = Dr. GRPO) and ``aux`` is an
 optional per-token loss with gradient (PPO's value loss). Under ``seq_mean`` the gradient of
 ``loss`` is exactly ``-grad J`` of each method's closed-form objective (tested against autograd
-in tests/test_engine_step_gradients.py). ``D_k`` is computed once over the whole global batch
+in tests/test_engine_step_gradients.py). A coefficient registered with
+``own_normalisation=True`` (``dpo``, ``exp_sft``) gets ``w = 1`` and ``D_k`` = its number of
+samples under every aggregation (``sample_sum``), so it is exact whatever the run's aggregation
+(tests/test_step_own_normalisation.py). ``D_k`` is computed once over the whole global batch
 (:func:`batch_normalisers`), so summing the gradients of the micro-batches (gradient
-accumulation) and of the processes gives the full-batch gradient.
+accumulation) and of the processes gives the full-batch gradient. A term's number of samples
+is counted from its rows (a pair counts once) unless its source reports it (``samples=``: the
+ExP-SFT term's questions drawn, SPEC 3.5), so dropped rows do not rescale the others.
+
+Temperature: every log-prob of a step (the current policy's, pi_old's and pi_ref's) is taken
+at one temperature ``T``, ``log_softmax(logits / T)`` (``temperature=`` of :func:`fixed_inputs`
+and :func:`training_step`), as TRL's GRPOTrainer does. The rule the runtime applies
+(``runtime.step_temperature``): ``T = sampling.temperature`` when any term of the run samples
+from the current policy (GRPO, PPO, online RFT, online ExP-DPO, refreshed explanations), else
+``T = 1``. So samples drawn at T are scored under the distribution they were drawn from (pi_old
+= the sampler exactly, ratio 1 at the first inner update, the KL between the tempered policy
+and the tempered reference), and fixed-data terms in the same run (the ExP-SFT term, DPO on
+fixed pairs next to a sampling term) are scored at the same T, one distribution per step; a
+run with no sampling term (SFT, RFT, offline DPO) trains the model's own T = 1 distribution.
 
 How a runtime uses it (``expo_rl/engine/runtime.py`` is the real one)::
 
@@ -23,12 +39,12 @@ How a runtime uses it (``expo_rl/engine/runtime.py`` is the real one)::
         rows = sources(...)                     # sampled batch, scored (rewards)
         micro_batches = [pack(...) ...]         # dict per micro-batch, keys below; whole groups/pairs
         for mb in micro_batches:                # fixed for the mu inner updates, no grad:
-            fixed_inputs(model, mb, terms, reference_model=frozen)   # old/ref log-probs, old values
-        norms = batch_normalisers(micro_batches, terms, aggregation=agg,
+            fixed_inputs(model, mb, terms, reference_model=frozen, temperature=T)  # old/ref, old values
+        norms = batch_normalisers(micro_batches, terms, aggregation=agg, samples=per_term_counts,
                                   num_processes=P, sum_over_processes=reduce_sum)
         for _ in range(mu):                     # inner epochs: pi_old = the sampler
             for mb in micro_batches:
-                out = training_step(model, mb, terms, normalisers=norms, aggregation=agg)
+                out = training_step(model, mb, terms, normalisers=norms, aggregation=agg, temperature=T)
                 out.loss.backward()             # do NOT divide by the number of micro-batches
             optimizer.step(); optimizer.zero_grad()
         log(out.stats)                          # "<term>/objective", "<term>/clip_frac", ...
@@ -45,8 +61,8 @@ Batch keys (tensors on the model's device): ``input_ids``, ``attention_mask``,
 optional fixed per-token tensors [B, T]: ``old_logprobs``, ``ref_logprobs``, ``old_values``,
 and ``advantages`` ([B] or [B, T], overriding a coefficient's own estimator).
 
-Several terms share one batch: ExP-GRPO is a ``grpo`` term on the sampled groups plus an ``sft``
-term with weight lambda on the self-explanation rows (SPEC 3.5).
+Several terms share one batch: ExP-GRPO is a ``grpo`` term on the sampled groups plus an
+``exp_sft`` term with weight lambda on the self-explanation rows (SPEC 3.5).
 
 PPO's value model: a head on the policy's detached final hidden states, see
 :mod:`expo_rl.engine.value`; its clipped squared error is part of the ``ppo`` term.
