@@ -71,7 +71,7 @@ def test_processes_with_unequal_shares_match_one_process():
         local: list[torch.Tensor] = []  # what each process hands to the all-reduce
         for shard in shards:
             batch_normalisers([shard], terms, aggregation=aggregation, num_processes=2,
-                              sum_over_processes=lambda t: local.append(t) or t)
+                              sum_over_processes=lambda t, sent=local: sent.append(t) or t)
         global_totals = local[0] + local[1]  # what an all-reduce (sum) would return on each process
         grads = []
         for shard in shards:

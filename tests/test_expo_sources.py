@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from expo_rl.data import load_problems
+from expo_rl.engine.recipe import FrozenPolicy
 from expo_rl.expo.answer_format import ANSWER_FORMATS, expert_positive
 from expo_rl.expo.bank import refresh_generation, regenerates_at
 from expo_rl.expo.explanations import policy_fingerprint
 from expo_rl.policy import build_prompt, load_policy, sample
 from expo_rl.sources import Row, SourceEnv, StepContext
 from expo_rl.sources.explanations import ExplanationOptions, build_explanations
-from expo_rl.engine.recipe import FrozenPolicy
 from expo_rl.sources.expo_pairs import ExpoPairsOptions, build_expo_pairs, pick_rejected
 from expo_rl.sources.on_policy import OnPolicyOptions, build_on_policy
 from expo_rl.verify import batch_rewards, correctness_reward

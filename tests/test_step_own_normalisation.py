@@ -87,7 +87,6 @@ def test_a_dropped_explanation_leaves_the_other_rows_gradient_unchanged(aggregat
 
 
 def test_sample_counts_are_summed_over_processes_and_default_to_the_rows():
-    model = tiny_model(0)
     batch = random_batch([3, 5, 4, 2], [6, 2, 9, 3], seed=5)
     batch["term_index"] = torch.tensor([0, 0, 1, 1])
     terms = [make_step_term("sft"), make_step_term("exp_sft", weight=LAMBDA)]

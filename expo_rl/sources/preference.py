@@ -33,7 +33,6 @@ from expo_rl.sources.base import (
 from expo_rl.sources.cursor import Cursor, CursorState
 from expo_rl.sources.frozen import cache_path, sample_once
 
-
 RejectedRule = Literal["prefer_incorrect", "incorrect_only", "any"]
 REJECTED_RULES = get_args(RejectedRule)
 
