@@ -20,9 +20,9 @@ term's data source reports it (the ExP-SFT term: the questions it drew, includin
 gave no explanation row, so a dropped row does not rescale the others).
 
 The loss splits as ``sum_{i,t} w[i, t] * l[i, t] / D``: :func:`token_weights` gives ``w``
-(per micro-batch) and :func:`denominator` gives ``D``, which must be computed over the whole
-global batch so that micro-batches (gradient accumulation) and processes add up to exactly the
-full-batch loss.
+(per micro-batch) and :func:`denominator_from_counts` gives ``D`` from the term's sample and
+token counts, which must be summed over the whole global batch so that micro-batches
+(gradient accumulation) and processes add up to exactly the full-batch loss.
 """
 
 from __future__ import annotations
@@ -63,15 +63,6 @@ def token_weights(completion_mask: torch.Tensor, aggregation: str, dtype: torch.
     if aggregation == "seq_mean":
         return mask / sequence_lengths(completion_mask).clamp(min=1).to(mask.dtype).unsqueeze(-1)
     return mask
-
-
-def denominator(completion_mask: torch.Tensor, pair_index: torch.Tensor | None, aggregation: str,
-                *, constant_length: float | None = None) -> float:
-    """This batch's contribution to ``D`` (sum it over micro-batches and processes), with the
-    samples counted from its rows (:func:`denominator_from_counts`)."""
-    return denominator_from_counts(aggregation, samples=count_samples(pair_index, completion_mask.shape[0]),
-                                   tokens=float(completion_mask.to(torch.long).sum()),
-                                   constant_length=constant_length)
 
 
 def denominator_from_counts(aggregation: str, *, samples: float, tokens: float,
