@@ -1,6 +1,7 @@
 """Gradient coefficients without a model: the registry, hand numbers, and the identity
-``GC[i,t] = |o_i| * D * dJ/d log pi[i,t]`` (the shared step's seq_mean weighting) against
-autograd of each closed-form objective, with the log-probs as the leaf tensor."""
+``GC[i,t] = |o_i| * D * dJ/d log pi[i,t]`` (the shared step's seq_mean weighting; without the
+``|o_i|`` for a coefficient with its own normalisation, DPO) against autograd of each
+closed-form objective, with the log-probs as the leaf tensor."""
 
 import math
 
@@ -14,6 +15,7 @@ from expo_rl.core.coefficients import (
     Needs,
     coefficient_needs,
     get_coefficient,
+    has_own_normalisation,
     resolve_hparams,
 )
 
@@ -33,11 +35,11 @@ def _batch(seed=0):
     return mask, logprobs, ref, old
 
 
-def _identity_check(out, logprobs, objective, samples):
-    """GC must equal |o_i| * samples * dJ/dlogp."""
+def _identity_check(out, logprobs, objective, samples, own_normalisation=False):
+    """GC must equal |o_i| * samples * dJ/dlogp (samples * dJ/dlogp: own normalisation)."""
     (grad,) = torch.autograd.grad(objective, logprobs)
     lengths = (logprobs != 0).sum(-1, keepdim=True).to(grad.dtype)
-    expected = grad * lengths * samples
+    expected = grad * samples * (1 if own_normalisation else lengths)
     torch.testing.assert_close(out.gc, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(out.objective, objective.detach(), rtol=1e-10, atol=1e-12)
 
@@ -51,6 +53,7 @@ def test_registry_has_the_methods_with_one_signature():
     assert coefficient_needs("grpo", {"beta": 0.0}) == Needs(reference=False, old_logprobs=True)
     assert coefficient_needs("grpo").reference and coefficient_needs("dpo").reference
     assert coefficient_needs("ppo", {"kl_beta": 0}) == Needs(old_logprobs=True, values=True)
+    assert has_own_normalisation("dpo") and not has_own_normalisation("grpo")
 
 
 def test_sft_and_rft():
@@ -82,7 +85,7 @@ def test_dpo(length_normalized):
     out = get_coefficient("dpo")(CoefficientInputs(logprobs=logprobs, completion_mask=mask, ref_logprobs=ref,
                                                    pair_index=pair_index, pair_sign=sign),
                                  beta=beta, length_normalized=length_normalized)
-    _identity_check(out, leaf, objective, 3)  # 3 pairs = 3 samples of the expectation
+    _identity_check(out, leaf, objective, 3, own_normalisation=True)  # 3 pairs = 3 samples
 
 
 def test_dpo_hand_numbers_and_errors():
@@ -91,8 +94,8 @@ def test_dpo_hand_numbers_and_errors():
     out = get_coefficient("dpo")(CoefficientInputs(logprobs=zeros, completion_mask=mask, ref_logprobs=zeros,
                                                    pair_index=torch.tensor([0, 0]), pair_sign=torch.tensor([1, -1])),
                                  beta=0.1, length_normalized=True)
-    # policy == reference: margin 0, sigma(0) = 1/2, GC = +-beta/2; J = log(1/2)
-    assert torch.allclose(out.gc, torch.tensor([[0.05, 0.05], [-0.05, -0.05]], dtype=torch.float64))
+    # policy == reference: margin 0, sigma(0) = 1/2, GC = +-beta/2 * 1/|o| (|o| = 2); J = log(1/2)
+    assert torch.allclose(out.gc, torch.tensor([[0.025, 0.025], [-0.025, -0.025]], dtype=torch.float64))
     assert math.isclose(out.objective.item(), math.log(0.5))
     with pytest.raises(ValueError, match="exactly one chosen"):
         get_coefficient("dpo")(CoefficientInputs(logprobs=zeros, completion_mask=mask, ref_logprobs=zeros,

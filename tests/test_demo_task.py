@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from expo_rl.demo.model import build_tokenizer
-from expo_rl.tasks.pools import held_out_sets, training_pool
 from expo_rl.tasks import load_task
 from expo_rl.tasks.modular import PRIMES, TASK
+from expo_rl.tasks.pools import held_out_sets, training_pool
 
 FIXTURE = Path(__file__).parent / "fixtures" / "demo_digit_sum_task.py"
 

@@ -68,7 +68,10 @@ def test_processes_with_unequal_shares_match_one_process():
         single = batch_normalisers([batch], terms, aggregation=aggregation)
         full = flat_grad(model, training_step(model, batch, terms, normalisers=single, aggregation=aggregation).loss)
         shards = [_rows(batch, [0, 1, 2, 3, 4, 5, 9, 10]), _rows(batch, [6, 7, 8])]
-        local = [torch.tensor(batch_normalisers([s], terms, aggregation=aggregation).per_term) for s in shards]
+        local: list[torch.Tensor] = []  # what each process hands to the all-reduce
+        for shard in shards:
+            batch_normalisers([shard], terms, aggregation=aggregation, num_processes=2,
+                              sum_over_processes=lambda t, sent=local: sent.append(t) or t)
         global_totals = local[0] + local[1]  # what an all-reduce (sum) would return on each process
         grads = []
         for shard in shards:

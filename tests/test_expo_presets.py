@@ -46,3 +46,22 @@ def test_expo_preset_trains_end_to_end(name, tmp_path):
     if offline_explanations:
         explanations = read_explanations(cache)
         assert explanations and all(e.positive and e.policy["hash"] for e in explanations)
+
+
+@pytest.mark.parametrize("refresh", [True, False])
+def test_online_exp_dpo_can_refresh_the_reference_the_step_uses(tmp_path, refresh):
+    """refresh_reference: at the regeneration of step 3 pi_ref becomes the policy of that moment,
+    so the step's DPO margin is exactly 0 again (policy = reference); without it the reference
+    stays the initial policy (SPEC 3.4) and the margin keeps what two updates moved."""
+    out = tmp_path / "run"
+    assert main(["train", "exp_dpo_online", "--set", "train.steps=3", "--set", f"train.output_dir={out}",
+                 "--set", "train.progress=false", "--set", "train.tensorboard=false",
+                 "--set", f"terms.0.source_args.refresh_reference={str(refresh).lower()}"]) == 0
+    rows = read_metrics(out / "metrics.jsonl")
+    margins = [r["exp_dpo/margin"] for r in rows]
+    assert margins[0] == 0.0 and abs(margins[1]) > 1e-3  # step 1: pi_theta = pi_ref; step 2: moved
+    assert rows[-1]["exp_dpo/pairs_reference_refreshes"] == float(refresh)
+    if refresh:
+        assert abs(margins[2]) <= 1e-6
+    else:
+        assert abs(margins[2]) > 1e-3

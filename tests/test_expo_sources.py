@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from expo_rl.data import load_problems
+from expo_rl.engine.recipe import FrozenPolicy
 from expo_rl.expo.answer_format import ANSWER_FORMATS, expert_positive
 from expo_rl.expo.bank import refresh_generation, regenerates_at
 from expo_rl.expo.explanations import policy_fingerprint
 from expo_rl.policy import build_prompt, load_policy, sample
 from expo_rl.sources import Row, SourceEnv, StepContext
 from expo_rl.sources.explanations import ExplanationOptions, build_explanations
-from expo_rl.sources.expo_pairs import ExpoPairsOptions, build_expo_pairs
+from expo_rl.sources.expo_pairs import ExpoPairsOptions, build_expo_pairs, pick_rejected
 from expo_rl.sources.on_policy import OnPolicyOptions, build_on_policy
 from expo_rl.verify import batch_rewards, correctness_reward
 
@@ -137,7 +138,8 @@ def test_explanation_source_draws_the_grpo_terms_questions(parts, tmp_path):
 
 def test_expo_pairs_chosen_explanation_rejected_own_sample(parts, tmp_path):
     model, _, frozen, problems = parts
-    options = ExpoPairsOptions(questions_per_step=2, on_mismatch="repair", rejected_samples=2, shuffle=False)
+    options = ExpoPairsOptions(questions_per_step=2, on_mismatch="repair", rejected_samples=2, shuffle=False,
+                               rejected_unfinished=True)  # 6-token samples of a random model never stop
     source = build_expo_pairs(problems, options, make_env(parts, tmp_path, "exp_dpo"))
     source.prepare(source.env)
     rows = source.next_rows(StepContext(1, model))
@@ -149,20 +151,77 @@ def test_expo_pairs_chosen_explanation_rejected_own_sample(parts, tmp_path):
         assert chosen.prompt_ids == rejected.prompt_ids  # both under the plain prompt
 
 
-def test_online_pairs_can_refresh_the_reference(parts, tmp_path):
+def test_online_pairs_refresh_the_reference_through_the_env(parts, tmp_path):
+    """refresh_reference: at each regeneration after the first, the source asks the env to make
+    pi_ref a snapshot of the current policy; the frozen initial policy (offline sampling) stays."""
     model, _, _, problems = parts
-    policy, reference = copy.deepcopy(model), copy.deepcopy(model).requires_grad_(False)
+    policy = copy.deepcopy(model)
+    frozen = FrozenPolicy(lambda: copy.deepcopy(model), torch.device("cpu"), eager=True)
     env = make_env(parts, tmp_path, "exp_dpo")
-    env.frozen_policy = lambda: reference
+    env.frozen_policy, env.refresh_reference = frozen, frozen.refresh_reference
     options = ExpoPairsOptions(questions_per_step=2, refresh_every=2, refresh_reference=True,
-                               on_mismatch="repair", rejected_samples=1)
+                               on_mismatch="repair", rejected_samples=1, rejected_unfinished=True)
     source = build_expo_pairs(problems, options, env)
     source.prepare(env)
-    initial = policy_fingerprint(reference)
-    for step in range(1, 4):
+    initial = policy_fingerprint(model)
+    for step in range(1, 5):
+        if step == 3:
+            at_regeneration = policy_fingerprint(policy)
         source.next_rows(StepContext(step, policy))
         if step < 3:
-            assert policy_fingerprint(reference) == initial
+            assert policy_fingerprint(frozen.reference()) == initial
         nudge(policy, step)
-    # at step 3 (a regeneration) the reference became the policy as it was then
-    assert policy_fingerprint(reference) != initial and source.reference_refreshes == 1
+    # at step 3 (a regeneration) the reference became the policy as it was then, and stays so
+    assert policy_fingerprint(frozen.reference()) == at_regeneration != initial
+    assert source.reference_refreshes == 1 and frozen.refreshes == 1
+    assert policy_fingerprint(frozen()) == initial  # loaded again: the initial policy
+    with pytest.raises(ValueError, match="refresh_every"):
+        build_expo_pairs(problems, ExpoPairsOptions(refresh_reference=True, refresh_every=0), env)
+
+
+def _row(reward, finished=True, name=""):
+    return Row(prompt_ids=[1], completion_ids=[2], problem_id="q", reference="", completion=name,
+               reward=reward, finished=finished)
+
+
+def test_rejected_any_takes_any_own_sample_and_unfinished_ones_only_when_asked():
+    right, wrong = _row(1.0, name="right"), _row(0.0, name="wrong")
+    # any: the first own sample, a draw from pi(.|q), correct or not (the paper's c- ~ pi_ref)
+    assert pick_rejected([right, wrong], "any").completion == "right"
+    assert pick_rejected([right, wrong], "prefer_incorrect").completion == "wrong"
+    assert pick_rejected([right], "prefer_incorrect").completion == "right"
+    assert pick_rejected([right], "incorrect_only") is None
+    capped_wrong, capped_right = _row(0.0, False, "capped_wrong"), _row(1.0, False, "capped_right")
+    rows = [capped_wrong, capped_right, right, wrong]
+    assert pick_rejected(rows, "any").completion == "right"
+    assert pick_rejected(rows, "prefer_incorrect").completion == "wrong"
+    assert pick_rejected(rows, "any", unfinished=True).completion == "capped_wrong"
+    assert pick_rejected([capped_wrong, capped_right], "prefer_incorrect") is None
+    assert pick_rejected([capped_wrong], "incorrect_only", unfinished=True).completion == "capped_wrong"
+
+
+def test_expo_pairs_skip_length_capped_rejecteds_by_default(parts, tmp_path):
+    model, _, _, problems = parts
+    options = ExpoPairsOptions(questions_per_step=2, on_mismatch="repair", rejected_samples=2, shuffle=False)
+    source = build_expo_pairs(problems, options, make_env(parts, tmp_path, "exp_dpo"))
+    source.prepare(source.env)
+    rows = source.next_rows(StepContext(1, model))
+    own = [r for p in problems[:2] for r in source.own[p.id][1]]
+    assert own and not any(r.finished for r in own)  # 6 tokens: a random tiny model never stops
+    assert rows == [] and source.metrics()["pairs/skipped_no_rejected"] == 2
+
+
+def test_explanations_report_the_questions_drawn(parts, tmp_path):
+    """The ExP-SFT normaliser counts questions drawn, not rows (issue 11): only_zero_signal
+    keeps 2 of 3 questions, the source still reports 3 (x rows_per_question)."""
+    model, _, _, problems = parts
+    grpo_rows = [Row(prompt_ids=[1], completion_ids=[2], problem_id=p.id, reference="", reward=r, group=g)
+                 for g, (p, r) in enumerate(zip(problems, (0.0, 1.0, 0.0)))]
+    for per_question in (1, 2):
+        options = ExplanationOptions(questions_per_step=3, target="expert", only_zero_signal=True,
+                                     rows_per_question=per_question, shuffle=False)
+        source = build_explanations(problems, options, make_env(parts, tmp_path))
+        source.prepare(source.env)
+        rows = source.next_rows(StepContext(1, model, rows={"grpo": grpo_rows}))
+        assert len(rows) == 2 * per_question
+        assert source.step_samples() == 3 * per_question

@@ -175,3 +175,23 @@ def test_peft_lora_including_the_head():
     grads = {n for n, p in lora.named_parameters() if p.grad is not None}
     assert any("lm_head" in n and "lora_A" in n for n in grads)
     assert all("lora_" in n for n in grads)  # base weights stay frozen
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.6])
+def test_temperature_scores_the_tempered_distribution(model, temperature):
+    """``temperature=T``: log_softmax(logits / T) gathered (the sampler's distribution at T,
+    after Gemma's softcap), entropy of the same distribution; T = 1 is the plain call."""
+    ids, attn, comp = pack_sequences(PROMPTS, COMPLETIONS, pad_id=0)
+    with torch.no_grad():
+        lp, ent = completion_logprobs(model, ids, attn, comp, chunk_size=3, return_entropy=True,
+                                      temperature=temperature)
+        logits = model(input_ids=ids, attention_mask=attn).logits.float()[:, :-1] / temperature
+        plain = completion_logprobs(model, ids, attn, comp, chunk_size=3)
+    logp = torch.log_softmax(logits, -1)
+    expected = logp.gather(-1, ids[:, 1:, None]).squeeze(-1) * comp[:, 1:]
+    assert (lp[:, 1:] - expected).abs().max().item() <= 1e-5 and (lp[:, 0] == 0).all()
+    mask = comp[:, 1:].bool()
+    assert torch.allclose(ent[:, 1:][mask], -(logp.exp() * logp).sum(-1)[mask], atol=1e-4)
+    assert (lp - plain).abs().max().item() > 1e-3  # really a different distribution
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        completion_logprobs(model, ids, attn, comp, temperature=0.0)

@@ -131,10 +131,18 @@ def test_preference_pairs_from_file_and_from_samples(tiny, problems, tmp_path):
     assert pairs_from_samples([[bad, good, bad], [good, good], [bad]]) == [(good, bad)]
     expert = r(1.0)
     assert pairs_from_samples([[bad], [good]], [expert, expert]) == [(expert, bad)]
+    # rejected: any takes any other own sample, correct or not (c- ~ pi_ref); unfinished ones only when asked
+    other_good = r(1.0)
+    assert pairs_from_samples([[good, other_good]], rejected="any") == [(good, other_good)]
+    assert pairs_from_samples([[good, other_good]]) == []
+    assert pairs_from_samples([[good], [good]], [expert, expert], rejected="any") == [(expert, good)] * 2
+    capped = Row(prompt_ids=[1], completion_ids=[2], problem_id="p", reference="1", reward=0.0, finished=False)
+    assert pairs_from_samples([[good, capped]], unfinished=False) == []
+    assert pairs_from_samples([[good, capped]], unfinished=True) == [(good, capped)]
     # a random tiny model is never right: expert solution vs its (wrong) samples
     env = make_env(tokenizer, model, cache_dir=str(tmp_path / "c"))
     source = build("preference_pairs", problems[:2], env, chosen="solution", samples_per_question=1,
-                   pairs_per_step=2)
+                   pairs_per_step=2, rejected_unfinished=True)  # its samples never stop either
     rows = source.next_rows(StepContext(1, model))
     chosen = [x for x in rows if x.pair_sign == 1]
     assert len(chosen) == 2 and all(x.completion in {p.solution for p in problems} for x in chosen)

@@ -9,10 +9,20 @@ For a term with per-token loss ``l[i, t]`` over its rows:
 - ``constant`` (Dr. GRPO): ``sum_{i,t} l[i, t] / (N * C)`` with a fixed length ``C`` (the
   generation budget), so neither the sequence length nor the batch's token count rescales it.
 
+and, not a user choice but what a term whose coefficient defines its own normalisation gets
+under every aggregation (``dpo``, ``exp_sft``: their GC already holds every per-token weight
+of their objective):
+
+- ``sample_sum``: ``sum_{i,t} l[i, t] / N``.
+
+``N``, the number of samples of the term's expectation, is counted from the rows unless the
+term's data source reports it (the ExP-SFT term: the questions it drew, including those that
+gave no explanation row, so a dropped row does not rescale the others).
+
 The loss splits as ``sum_{i,t} w[i, t] * l[i, t] / D``: :func:`token_weights` gives ``w``
-(per micro-batch) and :func:`denominator` gives ``D``, which must be computed over the whole
-global batch so that micro-batches (gradient accumulation) and processes add up to exactly the
-full-batch loss.
+(per micro-batch) and :func:`denominator_from_counts` gives ``D`` from the term's sample and
+token counts, which must be summed over the whole global batch so that micro-batches
+(gradient accumulation) and processes add up to exactly the full-batch loss.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import torch
 from expo_rl.core.masked import sequence_lengths
 
 LOSS_AGGREGATIONS = ("seq_mean", "token_mean", "constant")
+SAMPLE_SUM = "sample_sum"  # a coefficient's own normalisation (module docstring); not a config value
 
 
 def check_aggregation(aggregation: str) -> None:
@@ -38,30 +49,34 @@ def count_samples(pair_index: torch.Tensor | None, num_rows: int) -> int:
     return int((~paired).sum()) + int(torch.unique(pair_index[paired]).numel())
 
 
+def _check_internal(aggregation: str) -> None:
+    if aggregation != SAMPLE_SUM:
+        check_aggregation(aggregation)
+
+
 def token_weights(completion_mask: torch.Tensor, aggregation: str, dtype: torch.dtype = torch.float32
                   ) -> torch.Tensor:
     """``w[i, t]``: ``1/|o_i|`` on completion tokens for ``seq_mean``, 1 otherwise; 0 off the
     mask. [B, T] -> [B, T] of ``dtype``."""
-    check_aggregation(aggregation)
+    _check_internal(aggregation)
     mask = completion_mask.to(dtype)
     if aggregation == "seq_mean":
         return mask / sequence_lengths(completion_mask).clamp(min=1).to(mask.dtype).unsqueeze(-1)
     return mask
 
 
-def denominator(completion_mask: torch.Tensor, pair_index: torch.Tensor | None, aggregation: str,
-                *, constant_length: float | None = None) -> float:
-    """This batch's contribution to ``D`` (sum it over micro-batches and processes).
+def denominator_from_counts(aggregation: str, *, samples: float, tokens: float,
+                            constant_length: float | None = None) -> float:
+    """``D`` from the counts of a term's samples ``N`` and completion tokens.
 
-    ``seq_mean``: samples (:func:`count_samples`); ``token_mean``: completion tokens;
-    ``constant``: samples * ``constant_length`` (required).
+    ``seq_mean`` and ``sample_sum``: ``N``; ``token_mean``: the tokens; ``constant``:
+    ``N * constant_length`` (required).
     """
-    check_aggregation(aggregation)
-    samples = count_samples(pair_index, completion_mask.shape[0])
-    if aggregation == "seq_mean":
+    _check_internal(aggregation)
+    if aggregation in ("seq_mean", SAMPLE_SUM):
         return float(samples)
     if aggregation == "token_mean":
-        return float(completion_mask.to(torch.long).sum())
+        return float(tokens)
     if constant_length is None or constant_length <= 0:
         raise ValueError("loss aggregation 'constant' (Dr. GRPO) needs constant_length > 0, "
                          "the generation budget in tokens (e.g. max_new_tokens)")

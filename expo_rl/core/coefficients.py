@@ -5,7 +5,8 @@ Every method's gradient is ``E[(1/|o|) sum_t GC(q, o, t) * grad log pi_theta(o_t
 term, without gradient, plus the value of the method's own objective ``J`` (the surrogate
 ``-sum GC * log pi`` has a meaningless value) and statistics. The shared step
 (:mod:`expo_rl.engine.step`) then minimises ``-sum_{i,t} w[i,t] * GC[i,t] * log pi[i,t] / D``,
-whose gradient is exactly ``-grad J`` under the paper's ``seq_mean`` aggregation.
+whose gradient is exactly ``-grad J`` under the paper's ``seq_mean`` aggregation (and under every
+aggregation for a coefficient with its own normalisation, below).
 
 One signature for every entry, chosen by name::
 
@@ -15,6 +16,14 @@ One signature for every entry, chosen by name::
 Hyper-parameters are keyword-only with defaults; they are the allowed keys of a term's
 ``coefficient_args``. ``needs`` says which fixed inputs the step must provide (reference
 log-probs, old-policy log-probs, a value model), possibly depending on the hyper-parameters.
+
+``own_normalisation=True`` declares that GC already holds every per-token and per-sequence
+weight of the objective ``J = (1/N) sum_{samples} sum_{i in sample, t} GC * log pi`` (DPO: per
+pair; ExP-SFT: the summed log-likelihood per question): the step then sums the term's tokens
+and divides by its number of samples ``N`` under every loss aggregation
+(:mod:`expo_rl.core.aggregation`, ``sample_sum``), so the term is exact whatever
+``train.loss_aggregation`` says. Without it, GC is the per-token coefficient of the paper's
+``(1/|o|) sum_t`` form and the run's aggregation applies.
 
 Registered: ``sft`` (eq. 6), ``rft`` (eqs. 8 and 11: RFT and online RFT differ only in the
 data source), ``dpo`` (eqs. 12-14), ``ppo`` (eqs. 15-18), ``grpo`` (eqs. 19-21).
@@ -93,14 +102,17 @@ class Needs:
 CoefficientFn = Callable[..., Coefficients]
 COEFFICIENTS: dict[str, CoefficientFn] = {}
 _NEEDS: dict[str, Callable[[dict[str, Any]], Needs]] = {}
+_OWN_NORMALISATION: set[str] = set()
 
 
-def register_coefficient(name: str, *, needs: Needs | Callable[[dict[str, Any]], Needs] = Needs()
-                         ) -> Callable[[CoefficientFn], CoefficientFn]:
+def register_coefficient(name: str, *, needs: Needs | Callable[[dict[str, Any]], Needs] = Needs(),
+                         own_normalisation: bool = False) -> Callable[[CoefficientFn], CoefficientFn]:
     """Register ``fn(inputs, **hparams) -> Coefficients`` under ``name``.
 
     ``needs`` is a :class:`Needs` or a function of the full hyper-parameter dict (defaults
     filled in) returning one, e.g. the reference is needed only when a KL weight is non-zero.
+    ``own_normalisation``: GC is exact as a plain sum over the term's tokens divided by its
+    number of samples, under every aggregation (module docstring).
     """
 
     def decorator(fn: CoefficientFn) -> CoefficientFn:
@@ -108,6 +120,8 @@ def register_coefficient(name: str, *, needs: Needs | Callable[[dict[str, Any]],
             raise ValueError(f"gradient coefficient {name!r} is registered twice")
         COEFFICIENTS[name] = fn
         _NEEDS[name] = needs if callable(needs) else (lambda _hp, fixed=needs: fixed)
+        if own_normalisation:
+            _OWN_NORMALISATION.add(name)
         return fn
 
     return decorator
@@ -134,6 +148,12 @@ def resolve_hparams(name: str, hparams: dict[str, Any] | None = None) -> dict[st
 
 def coefficient_needs(name: str, hparams: dict[str, Any] | None = None) -> Needs:
     return _NEEDS[name](resolve_hparams(name, hparams))
+
+
+def has_own_normalisation(name: str) -> bool:
+    """Whether coefficient ``name`` was registered with ``own_normalisation=True``."""
+    get_coefficient(name)
+    return name in _OWN_NORMALISATION
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +223,7 @@ def rft(inputs: CoefficientInputs, *, threshold: float = 0.5) -> Coefficients:
                         {"accuracy": correct.mean().detach()})
 
 
-@register_coefficient("dpo", needs=Needs(reference=True))
+@register_coefficient("dpo", needs=Needs(reference=True), own_normalisation=True)
 def dpo(inputs: CoefficientInputs, *, beta: float = 0.1, length_normalized: bool = False) -> Coefficients:
     """DPO (SPEC 2.3, eqs. 12-14) on rows paired by ``pair_index`` with ``pair_sign`` +1 (o+) / -1 (o-).
 
@@ -211,10 +231,10 @@ def dpo(inputs: CoefficientInputs, *, beta: float = 0.1, length_normalized: bool
     (original DPO, the default) or ``(1/|o|) sum_t (...)`` (``length_normalized``: appendix eq. 12).
 
     ``dJ/d log pi(o+_t) = beta * sigma(beta*lr(o-) - beta*lr(o+)) * c`` and minus that on o-
-    tokens, with ``c = 1/|o|`` for eq. 12 and ``c = 1`` for the summed ratio. The shared step
-    applies ``1/|o|`` itself, so GC = ``sign * beta * sigma(-margin)`` (eq. 14 times beta) for
-    eq. 12, and the same times ``|o|`` for the summed variant. The step counts a pair as one
-    sample of the expectation (eq. 13), so the mean is over pairs.
+    tokens, with ``c = 1`` for the summed ratio and ``c = 1/|o|`` for eq. 12 (eq. 14 times
+    beta). That is GC: the coefficient has its own normalisation, so the step sums the tokens
+    and divides by the number of pairs (the samples of eq. 13's expectation) under every loss
+    aggregation.
     """
     ref = _require(inputs, "ref_logprobs", "dpo")
     pair_index = _require(inputs, "pair_index", "dpo")
@@ -233,8 +253,8 @@ def dpo(inputs: CoefficientInputs, *, beta: float = 0.1, length_normalized: bool
     margin_per_pair = beta * zeros.scatter_add(0, ids, sign * seq_ratio)  # beta*(lr(o+) - lr(o-))
     margin = margin_per_pair[ids]
     weight = beta * torch.sigmoid(-margin) * sign
-    if not length_normalized:
-        weight = weight * lengths  # undo the step's 1/|o|: the summed ratio weighs every token 1
+    if length_normalized:
+        weight = weight / lengths.clamp(min=1)  # eq. 12: every token weighs 1/|o|
     objective = F.logsigmoid(margin_per_pair).mean()
     chosen = sign > 0
     stats = {

@@ -21,6 +21,7 @@ from expo_rl.data import Problem, load_problems
 from expo_rl.engine.config import RunConfig, TermConfig
 from expo_rl.engine.typed_config import ConfigError, from_dict
 from expo_rl.policy import build_prompt, sample
+from expo_rl.policy.logprobs import unwrap
 from expo_rl.sources import Row, Source, SourceEnv, get_source
 from expo_rl.tasks import DemoTask, load_task
 from expo_rl.tasks.pools import held_out_sets, training_pool
@@ -160,20 +161,52 @@ class FrozenPolicy:
     deterministic (the same files, or the same seeded tiny init), so the second load *is* the
     initial policy even when first asked for at step 50, and nothing is held in memory when no
     term and no source needs it. It is loaded at set-up when it serves as the reference.
+
+    ``reference()`` is pi_ref: the initial policy until a source calls
+    :meth:`refresh_reference` (online ExP-DPO with ``refresh_reference: true``, SPEC 3.4), after
+    which it is a snapshot of the policy as it was at that call. The first refresh takes over
+    the loaded initial copy as the snapshot; ``frozen()`` then loads the initial policy again
+    only if a source still asks for it, so a refreshed run holds one frozen copy, not two.
     """
 
     def __init__(self, load: Callable[[], torch.nn.Module], device: torch.device, *, eager: bool) -> None:
         self._load, self._device = load, device
         self.model: torch.nn.Module | None = None
+        self.snapshot: torch.nn.Module | None = None
+        self.refreshes = 0
         if eager:
             self()
 
+    def _loaded(self) -> torch.nn.Module:
+        model = self._load()
+        disable_dropout(model)
+        return model.to(self._device).eval().requires_grad_(False)
+
     def __call__(self) -> torch.nn.Module:
+        """The initial policy."""
         if self.model is None:
-            model = self._load()
-            disable_dropout(model)
-            self.model = model.to(self._device).eval().requires_grad_(False)
+            self.model = self._loaded()
         return self.model
+
+    def reference(self) -> torch.nn.Module:
+        """pi_ref: the initial policy, or the last snapshot (:meth:`refresh_reference`)."""
+        return self.snapshot if self.snapshot is not None else self()
+
+    @torch.no_grad()
+    def refresh_reference(self, policy: torch.nn.Module) -> None:
+        """Make pi_ref a copy of ``policy``'s current weights (a bare or wrapped module; extra
+        entries such as PPO's value head are ignored)."""
+        if self.snapshot is None:
+            self.snapshot = self.model if self.model is not None else self._loaded()
+            self.model = None
+        state = unwrap(policy).state_dict()
+        wanted = self.snapshot.state_dict()
+        missing = sorted(set(wanted) - set(state))
+        if missing:
+            raise ValueError(f"refresh_reference: the policy lacks {len(missing)} of the reference's "
+                             f"weights (e.g. {missing[0]!r}); is it the same architecture?")
+        self.snapshot.load_state_dict({key: state[key] for key in wanted})
+        self.refreshes += 1
 
 
 def build_terms(config: RunConfig, problem_set: ProblemSet, *, tokenizer: Any,
@@ -211,7 +244,8 @@ def build_terms(config: RunConfig, problem_set: ProblemSet, *, tokenizer: Any,
 
         env = SourceEnv(
             name=term_config.label, tokenizer=tokenizer, prompt=prompt, sample=sample_fn,
-            frozen_policy=frozen, score=score, gather=gather, rank=accelerator.process_index,
+            frozen_policy=frozen, score=score, gather=gather, refresh_reference=frozen.refresh_reference,
+            rank=accelerator.process_index,
             world_size=accelerator.num_processes, seed=config.train.seed,
             cache_dir=str(output_dir / "cache"), show_progress=config.train.progress,
             task=problem_set.task,

@@ -68,6 +68,7 @@ class Run:
     scheduler: Any
     output_dir: Path
     problem_set: ProblemSet
+    temperature: float = 1.0  # of every log-prob of the step (step_temperature)
 
 
 def make_accelerator(config: RunConfig) -> Any:
@@ -104,6 +105,7 @@ def setup(config: RunConfig, accelerator: Any) -> Run:
                         accelerator=accelerator, output_dir=output_dir)
     for term in terms:
         term.source.prepare(term.env)
+    temperature = step_temperature(config.sampling.temperature, [term.source for term in terms])
 
     updates = config.train.steps * config.train.mu
     o = config.optim
@@ -119,7 +121,16 @@ def setup(config: RunConfig, accelerator: Any) -> Run:
     # Not prepared: accelerate would step a prepared scheduler once per process per update.
     accelerator.register_for_checkpointing(scheduler)
     return Run(config, accelerator, model, tokenizer, frozen, terms, step_terms, needs_reference,
-               needs_old, optimizer, scheduler, output_dir, problem_set)
+               needs_old, optimizer, scheduler, output_dir, problem_set, temperature)
+
+
+def step_temperature(sampling_temperature: float, sources: list[Any]) -> float:
+    """The one temperature of every log-prob of the step (policy, old, reference): the sampling
+    temperature when any term's source samples from the current policy
+    (``source.samples_current_policy``), else 1; 1 for greedy sampling (temperature 0). See
+    the rule in :mod:`expo_rl.engine.step`."""
+    on_policy = any(getattr(source, "samples_current_policy", False) for source in sources)
+    return float(sampling_temperature) if on_policy and sampling_temperature > 0 else 1.0
 
 
 @contextmanager
@@ -240,6 +251,7 @@ def train_step(run: Run, step: int) -> dict[str, float]:
     """One training step: sample, score, log-probs, ``mu`` updates; returns its metrics."""
     started = time.perf_counter()
     rows_per_term = collect_rows(run, step)
+    samples = step_samples(run)
     sampled = time.perf_counter()
     pad_id = run.tokenizer.pad_token_id
     pad_id = run.tokenizer.eos_token_id if pad_id is None else pad_id
@@ -247,7 +259,7 @@ def train_step(run: Run, step: int) -> dict[str, float]:
                      for rows in split_micro_batches(tag_rows(rows_per_term), run.config.train.grad_accum)]
     for batch in micro_batches:
         add_fixed_inputs(run, batch)
-    stats, grad_norm, lr = update(run, micro_batches, normalisers(run, micro_batches))
+    stats, grad_norm, lr = update(run, micro_batches, normalisers(run, micro_batches, samples))
     updated = time.perf_counter()
 
     metrics = mean_over_processes(run.accelerator, {**stats, **entropy_metrics(run, micro_batches)})
@@ -283,6 +295,14 @@ def collect_rows(run: Run, step: int) -> list[list[Row]]:
     return list(scored.values())
 
 
+def step_samples(run: Run) -> list[int | None]:
+    """Per term, the samples of its expectation its source reports for this step on this process
+    (``source.step_samples()``, e.g. the questions the ExP-SFT term drew), None when it does not
+    (the step counts the rows)."""
+    return [term.source.step_samples() if hasattr(term.source, "step_samples") else None
+            for term in run.terms]
+
+
 def update(run: Run, micro_batches: list[dict[str, torch.Tensor]], totals: Any
            ) -> tuple[dict[str, float], float, float]:
     """``mu`` optimiser updates, each accumulating over all micro-batches.
@@ -297,7 +317,7 @@ def update(run: Run, micro_batches: list[dict[str, torch.Tensor]], totals: Any
         for batch in micro_batches:
             with accelerator.accumulate(run.model):
                 output = training_step(run.model, batch, run.step_terms, normalisers=totals,
-                                       aggregation=cfg.loss_aggregation)
+                                       aggregation=cfg.loss_aggregation, temperature=run.temperature)
                 # The step normalises over the whole batch already; accelerate (and DeepSpeed)
                 # divide by the number of micro-batches again, which this factor undoes.
                 accelerator.backward(output.loss * cfg.grad_accum)
@@ -315,18 +335,22 @@ def update(run: Run, micro_batches: list[dict[str, torch.Tensor]], totals: Any
 def add_fixed_inputs(run: Run, batch: dict[str, torch.Tensor]) -> None:
     """What stays fixed during the ``mu`` inner updates, computed without grad before any of
     them: pi_old log-probs (the sampling policy) with its per-token entropy (logged), PPO's old
-    values, and pi_ref log-probs. With ``mu = 1`` and ``train.log_entropy: false`` the step takes
-    pi_old from its own first forward pass instead, so only the reference costs a pass here."""
+    values, and pi_ref log-probs, all at the step's temperature (``run.temperature``). With
+    ``mu = 1`` and ``train.log_entropy: false`` the step takes pi_old from its own first forward
+    pass instead, so only the reference costs a pass here."""
     args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    temperature = run.temperature
     # the frozen copy is not prepared, so it gets the policy's autocast explicitly
     with torch.no_grad(), run.accelerator.autocast():
         if run.needs_old or run.config.train.log_entropy:
             batch["old_logprobs"], batch["entropy"] = completion_logprobs(
-                run.model, *args, return_entropy=True, length_buckets=True)
+                run.model, *args, return_entropy=True, length_buckets=True, temperature=temperature)
             fixed_inputs(run.model, batch, run.step_terms,  # PPO's old values, pi_ref
-                         reference_model=run.frozen() if run.needs_reference else None)
+                         reference_model=run.frozen.reference() if run.needs_reference else None,
+                         temperature=temperature)
         elif run.needs_reference:
-            batch["ref_logprobs"] = completion_logprobs(run.frozen(), *args, length_buckets=True)
+            batch["ref_logprobs"] = completion_logprobs(run.frozen.reference(), *args, length_buckets=True,
+                                                        temperature=temperature)
 
 
 def entropy_metrics(run: Run, micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
@@ -344,13 +368,15 @@ def entropy_metrics(run: Run, micro_batches: list[dict[str, torch.Tensor]]) -> d
     return {k: s / n for k, (s, n) in totals.items() if n > 0}
 
 
-def normalisers(run: Run, micro_batches: list[dict[str, torch.Tensor]]) -> Any:
-    """Each term's loss denominator over the global batch (all micro-batches, all processes)."""
+def normalisers(run: Run, micro_batches: list[dict[str, torch.Tensor]],
+                samples: list[int | None] | None = None) -> Any:
+    """Each term's loss denominator over the global batch (all micro-batches, all processes);
+    ``samples``: the sample counts the sources reported (:func:`step_samples`)."""
     accelerator = run.accelerator
     return batch_normalisers(micro_batches, run.step_terms, aggregation=run.config.train.loss_aggregation,
                              num_processes=accelerator.num_processes,
                              sum_over_processes=lambda t: accelerator.reduce(t, reduction="sum"),
-                             constant_length=float(run.config.sampling.max_new_tokens))
+                             constant_length=float(run.config.sampling.max_new_tokens), samples=samples)
 
 
 def clip_gradients(run: Run) -> float:

@@ -8,7 +8,9 @@ position t,
 where ``h`` are the final (normed) hidden states of the backbone and ``head`` the LM head (tied or
 untied), including the architecture's output transform (Gemma 2's ``final_logit_softcapping``
 ``c * tanh(z / c)``, Cohere's ``logit_scale``, Granite's ``logits_scaling``). Positions that are not
-completion tokens hold 0.
+completion tokens hold 0. With ``temperature=T`` the logits are divided by ``T`` after that transform
+and before the log-softmax, ``log_softmax(logits / T)``: the log-probs of the distribution the
+sampler draws from at temperature ``T`` (as HF's ``TemperatureLogitsWarper`` and TRL's GRPOTrainer).
 
 Why chunked: ``model(...).logits`` materialises ``B x T x V`` floats (Gemma 3: V = 262,144, so a
 batch of 8 x 1024 tokens is 8.6 GB in float32, twice that with log_softmax). Here the backbone runs
@@ -92,20 +94,24 @@ def _output_transform(config: Any) -> tuple[float | None, float]:
     return (float(softcap) if softcap else None), scale
 
 
-def head_logits(head: nn.Module, hidden: torch.Tensor, softcap: float | None, scale: float) -> torch.Tensor:
-    """[N,V] float32 logits for [N,H] hidden states: ``c * tanh(s * head(h) / c)`` (softcap c)."""
+def head_logits(head: nn.Module, hidden: torch.Tensor, softcap: float | None, scale: float,
+                temperature: float = 1.0) -> torch.Tensor:
+    """[N,V] float32 logits for [N,H] hidden states: ``c * tanh(s * head(h) / c) / T`` (softcap c,
+    temperature T)."""
     logits = head(hidden).float()
     if scale != 1.0:
         logits = logits * scale
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
+    if temperature != 1.0:
+        logits = logits / temperature
     return logits
 
 
-def _chunk_stats(head: nn.Module, softcap: float | None, scale: float, with_entropy: bool,
+def _chunk_stats(head: nn.Module, softcap: float | None, scale: float, temperature: float, with_entropy: bool,
                  hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(target) [N] and entropy [N] (zeros unless ``with_entropy``) for one chunk of rows."""
-    logp = torch.log_softmax(head_logits(head, hidden, softcap, scale), dim=-1)
+    logp = torch.log_softmax(head_logits(head, hidden, softcap, scale, temperature), dim=-1)
     token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     if with_entropy:
         entropy = -(logp.exp() * logp).sum(-1)
@@ -121,9 +127,10 @@ def auto_chunk_size(vocab_size: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) ->
 
 def completion_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         completion_mask: torch.Tensor, *, chunk_size: int | None = None,
-                        return_entropy: bool = False, length_buckets: bool = False
+                        return_entropy: bool = False, length_buckets: bool = False, temperature: float = 1.0
                         ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """[B,T] float32 ``log pi(input_ids[:, t] | input_ids[:, <t])`` where ``completion_mask`` is 1, else 0.
+    """[B,T] float32 ``log pi_T(input_ids[:, t] | input_ids[:, <t])`` where ``completion_mask`` is 1,
+    else 0; ``pi_T = softmax(logits / temperature)``.
 
     Args:
         model: a causal LM (``*ForCausalLM``, PEFT-wrapped, or DDP-wrapped).
@@ -134,6 +141,8 @@ def completion_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mas
         return_entropy: also return [B,T] entropy of pi(. | <t) at the same positions (0 elsewhere).
         length_buckets: run the backbone on length-sorted sub-batches trimmed to their own width
             (module docstring); same values, less padding. Ignored for wrapped models.
+        temperature: > 0; the log-probs (and entropy) of ``softmax(logits / temperature)``, the
+            distribution ``sample(..., temperature=temperature)`` draws from (before top-p).
 
     Gradients flow to the backbone and the head when grad mode is on; each chunk is checkpointed
     so backward recomputes its logits instead of storing them.
@@ -150,6 +159,8 @@ def completion_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mas
         chunk_size = auto_chunk_size(int(head.weight.shape[0]) if hasattr(head, "weight") else inner.config.vocab_size)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
 
     pieces = length_sub_batches(attention_mask) if length_buckets and unwrap(model) is model else None
     if pieces is None:
@@ -168,7 +179,7 @@ def completion_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mas
         context.requires_grad or any(p.requires_grad for p in head.parameters()))
     logps, entropies = [], []
     for start in range(0, targets.numel(), chunk_size):
-        args = (head, softcap, scale, return_entropy, context[start:start + chunk_size],
+        args = (head, softcap, scale, float(temperature), return_entropy, context[start:start + chunk_size],
                 targets[start:start + chunk_size])
         if use_checkpoint:
             logp, entropy = checkpoint(_chunk_stats, *args, use_reentrant=False)

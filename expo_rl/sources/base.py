@@ -8,6 +8,15 @@ Every source kind has the same shape, so the runtime never special-cases one:
     source.next_rows(ctx) -> list[Row]              # this process's rows for one training step
     source.state_dict()                             # the data position, saved in checkpoints
 
+and may have (the runtime asks with ``getattr``):
+
+    source.metrics() -> dict[str, float]            # what the last steps' data looked like
+    source.step_samples() -> int | None             # samples of the term's expectation behind the
+                                                    # last next_rows on this process, when not one
+                                                    # per unit of rows (ExP-SFT: questions drawn)
+    source.samples_current_policy: bool             # it samples from ctx.policy (the step's
+                                                    # log-probs are then at the sampling temperature)
+
 Sizes are *global* per training step (summed over processes); a source hands each process its
 own contiguous share of the step's units (questions, groups, pairs), so a step on N processes
 sees exactly the rows a single process would see. Units are never split across processes, so
@@ -59,10 +68,13 @@ class SourceEnv:
     the term's reward function.
 
     ``prompt(problem)`` is the plain prompt ``q`` the policy sees (the policy layer's zero-shot
-    prompt, or a task's own text). ``sample(model, prompts, n, seed)`` returns a ``SampleBatch`` (expo_rl.policy.sample with the
-    run's sampling settings bound); ``frozen_policy()`` returns the frozen initial policy (shared
-    with the reference model); ``score(rows)`` fills ``row.reward`` with the term's reward
-    function; ``gather(objs)`` concatenates a list across processes (identity on one process).
+    prompt, or a task's own text). ``sample(model, prompts, n, seed)`` returns a ``SampleBatch``
+    (expo_rl.policy.sample with the run's sampling settings bound); ``frozen_policy()`` returns the
+    frozen initial policy (the reference model unless it was refreshed); ``score(rows)`` fills
+    ``row.reward`` with the term's reward function; ``gather(objs)`` concatenates a list across
+    processes (identity on one process); ``refresh_reference(policy)`` makes the step's reference
+    pi_ref a snapshot of ``policy``'s current weights from now on (online ExP-DPO with
+    ``refresh_reference: true``, SPEC 3.4; None where the caller offers no reference to refresh).
     """
 
     name: str
@@ -72,6 +84,7 @@ class SourceEnv:
     frozen_policy: Callable[[], Any]
     score: Callable[[list[Row]], None]
     gather: Callable[[list[Any]], list[Any]]
+    refresh_reference: Callable[[Any], None] | None = None
     rank: int = 0
     world_size: int = 1
     seed: int = 0

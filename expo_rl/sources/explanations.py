@@ -14,7 +14,10 @@ prompt ``q`` and the completion ``c~`` followed by ``a*`` in the task's answer f
 Questions: the source walks the problems with the same seeded cursor as ``on_policy``, so with
 the same ``questions_per_step`` as the GRPO term both terms see the same questions each step
 (the ExP-SFT term is on the GRPO batch's questions, as in eq. 9). Questions without a usable
-explanation contribute no row (counted in ``explain/*`` metrics).
+explanation contribute no row (counted in ``explain/*`` metrics) but still count in the term's
+normaliser: the source reports ``step_samples() = questions drawn x rows_per_question`` (this
+process's share), which the step divides the summed log-likelihood by, so lambda's effective
+size is the same at every step (``expo_rl.expo.coefficients``).
 
 ``only_zero_signal: true`` (beyond the paper) keeps a question's explanation rows only when the
 rows of the term named ``signal_term`` for that question this step had no correct sample
@@ -146,6 +149,16 @@ class Explanations(CursorState):
         self.bank: ExplanationBank | None = None
         self.skipped_no_explanation = 0
         self.skipped_has_signal = 0
+        self.drawn = 0  # questions drawn by the last next_rows on this process
+
+    @property
+    def samples_current_policy(self) -> bool:
+        return self.options.target == "self_explanation" and self.options.refresh_every > 0
+
+    def step_samples(self) -> int:
+        """Samples of the ExP-SFT expectation behind the last ``next_rows``: every question drawn,
+        with or without a row, times ``rows_per_question`` (module docstring)."""
+        return self.drawn * self.options.rows_per_question
 
     def prepare(self, env: SourceEnv) -> None:
         if self.options.target == "self_explanation":
@@ -176,6 +189,7 @@ class Explanations(CursorState):
     def next_rows(self, ctx: StepContext) -> list[Row]:
         indices = local_share(self.cursor.take(self.options.questions_per_step), self.env)
         problems = [self.problems[i] for i in indices]
+        self.drawn = len(problems)
         if self.options.only_zero_signal:
             allowed = zero_signal_questions(earlier_rows(ctx, self.options.signal_term))
             self.skipped_has_signal += sum(p.id not in allowed for p in problems)

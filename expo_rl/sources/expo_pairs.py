@@ -2,29 +2,31 @@
 
 For each question drawn: chosen ``o+`` = the self-explanation followed by ``a*`` (or, for the
 baseline, the expert solution ``c_E`` followed by ``a*``), rejected ``o-`` = one of the policy's
-own samples for the plain prompt, an incorrect one when there is one (``rejected:
-prefer_incorrect``; ``incorrect_only`` skips questions where every sample is correct, ``any``
-takes the first sample). Both are trained under the plain prompt with the ``dpo`` coefficient.
+own samples for the plain prompt (``sources.preference.pick_rejected``): ``rejected: any`` takes
+the first sample, correct or not (c- ~ pi_ref(.|q), the paper); ``prefer_incorrect`` an
+incorrect one when there is one; ``incorrect_only`` skips questions where every sample is
+correct. Length-capped samples (stopped by ``max_new_tokens``, ``Row.finished`` False) are not
+rejected candidates unless ``rejected_unfinished: true``: measured on the demo, truncated
+rejecteds drive DPO's collapse (the rejected log-prob falls by far more than the chosen rises).
+Both are trained under the plain prompt with the ``dpo`` coefficient.
 
 * Offline (``refresh_every: 0``): chosen and rejected come from the frozen initial policy
   ``pi_ref``, generated when a question is first drawn and cached (explanations in
   ``<output_dir>/cache/<term>.jsonl``, own samples in ``<term>.samples.jsonl``).
 * Online (``refresh_every: N``): after every N steps both are regenerated from the current
-  policy ``pi_theta^i`` (iterative ExP-DPO). The reference stays the initial policy unless
-  ``refresh_reference: true``, which copies the current weights into the frozen reference at
-  each regeneration (iterative DPO with ``pi_ref = pi_theta^i``).
+  policy ``pi_theta^i`` (iterative ExP-DPO). The reference stays the initial policy (SPEC 3.4)
+  unless ``refresh_reference: true``: at each regeneration after the first the source asks the
+  env to make pi_ref a snapshot of the current policy (``SourceEnv.refresh_reference``; iterative
+  DPO with ``pi_ref = pi_theta^i``), which the runtime's reference log-probs use from that step on.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
-
-import torch
 
 from expo_rl.data.records import Problem
-from expo_rl.expo.bank import _unwrap, refresh_generation, regenerates_at
+from expo_rl.expo.bank import refresh_generation, regenerates_at
 from expo_rl.sources.base import (
     Row,
     SourceEnv,
@@ -40,6 +42,9 @@ from expo_rl.sources.base import (
 from expo_rl.sources.cursor import Cursor, CursorState
 from expo_rl.sources.explanations import ExplanationOptions, Explanations, _help
 from expo_rl.sources.frozen import cache_path, sample_once
+from expo_rl.sources.preference import RejectedRule, pick_rejected
+
+__all__ = ["ExpoPairs", "ExpoPairsOptions", "build_expo_pairs", "pick_rejected"]
 
 
 @dataclass
@@ -48,34 +53,31 @@ class ExpoPairsOptions(ExplanationOptions):
     the number of pairs per step (questions without a usable pair give none)."""
 
     rejected_samples: int = _help("own samples drawn per question to pick the rejected one from", default=4)
-    rejected: Literal["prefer_incorrect", "incorrect_only", "any"] = _help(
+    rejected: RejectedRule = _help(
         "which own sample is rejected: an incorrect one if any (else the first), only incorrect "
-        "ones (else no pair), or the first", default="prefer_incorrect")
-    refresh_reference: bool = _help("online: copy the current policy into the reference at every "
-                                    "regeneration (default: the reference stays the initial policy)",
-                                    default=False)
-
-
-def pick_rejected(rows: list[Row], rule: str) -> Row | None:
-    """The rejected sample among a question's own samples under ``rule`` (see the options)."""
-    wrong = [r for r in rows if not (r.reward or 0.0) > 0]
-    if wrong:
-        return wrong[0]
-    if rule == "incorrect_only" or not rows:
-        return None
-    return rows[0]
+        "ones (else no pair), or any (the first, correct or not: the paper)", default="prefer_incorrect")
+    rejected_unfinished: bool = _help("length-capped (unfinished) own samples may be rejected", default=False)
+    refresh_reference: bool = _help("online: the reference becomes a snapshot of the current policy at every "
+                                    "regeneration (default: it stays the initial policy)", default=False)
 
 
 class ExpoPairs(CursorState):
     def __init__(self, problems: list[Problem], options: ExpoPairsOptions, env: SourceEnv) -> None:
         if options.rejected_samples < 1:
             raise ValueError("source option rejected_samples must be >= 1")
+        if options.refresh_reference and options.refresh_every < 1:
+            raise ValueError("source option refresh_reference: true needs refresh_every >= 1 (the online "
+                             "variant); offline pairs keep the initial policy as the reference")
         self.problems, self.options, self.env = problems, options, env
         self.chosen = Explanations(problems, options, env)  # reuses its bank/expert logic
         self.cursor = Cursor(len(problems), seed=env.seed, shuffle=options.shuffle)
         self.own: dict[str, tuple[int, list[Row]]] = {}
         self.skipped = {"no_chosen": 0, "no_rejected": 0, "rejected_correct": 0}
         self.reference_refreshes = 0
+
+    @property
+    def samples_current_policy(self) -> bool:
+        return self.options.refresh_every > 0
 
     def prepare(self, env: SourceEnv) -> None:
         self.chosen.prepare(env)
@@ -107,8 +109,10 @@ class ExpoPairs(CursorState):
         if not (self.options.refresh_reference and self.options.refresh_every > 0):
             return
         if ctx.step > 1 and regenerates_at(ctx.step, self.options.refresh_every):
-            with torch.no_grad():
-                self.env.frozen_policy().load_state_dict(_unwrap(ctx.policy).state_dict())
+            if self.env.refresh_reference is None:
+                raise ValueError(f"{self.env.name}: refresh_reference: true, but this run offers no "
+                                 f"reference to refresh (SourceEnv.refresh_reference is None)")
+            self.env.refresh_reference(ctx.policy)
             self.reference_refreshes += 1
 
     def next_rows(self, ctx: StepContext) -> list[Row]:
@@ -131,7 +135,8 @@ class ExpoPairs(CursorState):
         self._own_samples([p for p, _ in with_chosen], ctx)
         rows: list[Row] = []
         for problem, text in with_chosen:
-            rejected = pick_rejected(self.own[problem.id][1], self.options.rejected)
+            rejected = pick_rejected(self.own[problem.id][1], self.options.rejected,
+                                     unfinished=self.options.rejected_unfinished)
             if rejected is None:
                 self.skipped["no_rejected"] += 1
                 continue

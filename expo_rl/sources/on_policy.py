@@ -32,6 +32,8 @@ class OnPolicyOptions:
 
 
 class OnPolicy(CursorState):
+    samples_current_policy = True
+
     def __init__(self, problems: list[Problem], options: OnPolicyOptions, env: SourceEnv) -> None:
         if options.group_size < 1:
             raise ValueError("source option group_size must be >= 1")

@@ -4,8 +4,11 @@ Either read from a JSONL file of ``{"question", "chosen", "rejected"[, "answer",
 or built once from frozen-model samples (``samples_per_question`` outputs per question, cached
 as in ``frozen_samples``): o+ is a correct sample and o- an incorrect one ("rule for math");
 with ``chosen: solution`` o+ is the expert solution c_E instead (the ExPO paper's expert-CoT
-baseline, and the only way to get pairs from a model that is never right). Questions without
-a pair are counted. Each step takes
+baseline, and the only way to get pairs from a model that is never right). ``rejected`` says
+which own sample is o- (:func:`pick_rejected`: ``incorrect_only``, the default here,
+``prefer_incorrect``, or ``any`` = the first sample, c- ~ pi_ref(.|q) as the ExPO paper);
+length-capped (unfinished) samples are o- only with ``rejected_unfinished: true``. Questions
+without a pair are counted. Each step takes
 ``pairs_per_step`` pairs (over all processes); o+ and o- of a pair share ``Row.pair`` and carry
 ``pair_sign`` +1 / -1, and a pair never straddles two processes.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from expo_rl.data.records import Problem
 from expo_rl.sources.base import (
@@ -30,6 +33,30 @@ from expo_rl.sources.base import (
 from expo_rl.sources.cursor import Cursor, CursorState
 from expo_rl.sources.frozen import cache_path, sample_once
 
+RejectedRule = Literal["prefer_incorrect", "incorrect_only", "any"]
+REJECTED_RULES = get_args(RejectedRule)
+
+
+def pick_rejected(rows: list[Row], rule: str, *, unfinished: bool = False,
+                  exclude: Row | None = None) -> Row | None:
+    """The rejected o- among a question's own samples (in sampling order), or None.
+
+    ``any``: the first sample, correct or not: a draw from the sampling policy, c- ~ pi(.|q)
+    (the ExPO paper, SPEC 3.4); ``prefer_incorrect``: the first incorrect sample (reward <= 0),
+    else the first; ``incorrect_only``: the first incorrect sample, else none. Length-capped
+    samples (``Row.finished`` False) are candidates only with ``unfinished``; ``exclude`` (the
+    chosen row, when it is one of the samples) never is.
+    """
+    if rule not in REJECTED_RULES:
+        raise ValueError(f"rejected: {rule!r} is not allowed; allowed values: {', '.join(REJECTED_RULES)}")
+    candidates = [r for r in rows if r is not exclude and (unfinished or r.finished)]
+    if rule == "any":
+        return candidates[0] if candidates else None
+    wrong = [r for r in candidates if not (r.reward or 0.0) > 0]
+    if wrong:
+        return wrong[0]
+    return candidates[0] if rule == "prefer_incorrect" and candidates else None
+
 
 @dataclass
 class PreferencePairsOptions:
@@ -37,6 +64,8 @@ class PreferencePairsOptions:
     path: str | None = field(default=None, metadata={"help": "JSONL of {question, chosen, rejected[, answer, id]}; unset: build from frozen-model samples"})
     chosen: Literal["sample", "solution"] = field(default="sample", metadata={"help": "o+: a correct frozen-model sample, or the expert solution"})
     samples_per_question: int = field(default=4, metadata={"help": "frozen-model samples per question when building pairs"})
+    rejected: RejectedRule = field(default="incorrect_only", metadata={"help": "o- among the samples: only an incorrect one (else no pair), an incorrect one if any (else the first), or any (the first)"})
+    rejected_unfinished: bool = field(default=False, metadata={"help": "length-capped (unfinished) samples may be o-"})
     cache: str | None = field(default=None, metadata={"help": "JSONL cache of the samples (default <output_dir>/cache/<term>.jsonl)"})
     questions_per_call: int = field(default=8, metadata={"help": "questions per generation call"})
     shuffle: bool = field(default=True, metadata={"help": "reshuffle the pairs every epoch"})
@@ -66,18 +95,21 @@ def read_preference_file(path: str, env: SourceEnv) -> list[tuple[Row, Row]]:
     return pairs
 
 
-def pairs_from_samples(per_problem: list[list[Row]], solutions: list[Row | None] | None = None
-                       ) -> list[tuple[Row, Row]]:
-    """(o+, o-) per question: the first correct sample (or the given expert-solution row) and the
-    first incorrect sample; reward > 0 counts as correct."""
+def pairs_from_samples(per_problem: list[list[Row]], solutions: list[Row | None] | None = None, *,
+                       rejected: str = "incorrect_only", unfinished: bool = True) -> list[tuple[Row, Row]]:
+    """(o+, o-) per question: the first correct sample (or the given expert-solution row) and
+    the sample :func:`pick_rejected` picks under ``rejected`` / ``unfinished`` among the others;
+    reward > 0 counts as correct."""
     pairs = []
     for i, rows in enumerate(per_problem):
         correct = [r for r in rows if (r.reward or 0.0) > 0]
         if solutions is not None:
             correct = [solutions[i]] if solutions[i] is not None else []
-        wrong = [r for r in rows if not (r.reward or 0.0) > 0]
-        if correct and wrong:
-            pairs.append((correct[0], wrong[0]))
+        if not correct:
+            continue
+        other = pick_rejected(rows, rejected, unfinished=unfinished, exclude=correct[0])
+        if other is not None:
+            pairs.append((correct[0], other))
     return pairs
 
 
@@ -107,12 +139,14 @@ class PreferencePairs(CursorState):
                                       questions_per_call=self.options.questions_per_call)
             solutions = ([solution_row(p, env) for p in self.problems]
                          if self.options.chosen == "solution" else None)
-            self.pairs = pairs_from_samples(per_problem, solutions)
+            self.pairs = pairs_from_samples(per_problem, solutions, rejected=self.options.rejected,
+                                            unfinished=self.options.rejected_unfinished)
             self.questions_without_pair = len(per_problem) - len(self.pairs)
         if not self.pairs:
-            raise ValueError(f"{env.name}: no preference pairs (no question had both a correct and "
-                             f"an incorrect sample among {self.options.samples_per_question}); use "
-                             f"more samples, easier questions, or a pairs file (path)")
+            raise ValueError(f"{env.name}: no preference pairs (no question had both a chosen and a "
+                             f"rejected sample (rejected={self.options.rejected}, rejected_unfinished="
+                             f"{self.options.rejected_unfinished}) among {self.options.samples_per_question}); "
+                             f"use more samples, easier questions, or a pairs file (path)")
         self.cursor = Cursor(len(self.pairs), seed=env.seed, shuffle=self.options.shuffle)
 
     def next_rows(self, ctx: StepContext) -> list[Row]:
