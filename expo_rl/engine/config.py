@@ -63,7 +63,7 @@ class DataConfig:
     name: str = _help("load_problems name: math_train, math500, gsm8k_train, gsm8k_test, a .jsonl path, hf:<id>[:split]",
                       default="math_train")
     split: str | None = _help("split for data sets that have several", default=None)
-    data_dir: str | None = _help("directory holding math/ and gsm8k/ (default: the shared data)", default=None)
+    data_dir: str | None = _help("folder searched first for the named data sets (default $EXPO_RL_DATA); files it lacks come from the packaged copy, then the hub", default=None)
     levels: list[int] | None = _help("keep only these MATH levels (problems without a level are dropped)", default=None)
     limit: int | None = _help("use at most this many questions (after the level filter)", default=None)
     instruction: str | None = _help("prompt instruction after the question (default: the policy layer's)", default=None)
