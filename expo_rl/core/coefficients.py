@@ -57,6 +57,7 @@ class CoefficientInputs:
     advantages: torch.Tensor | None = None    # [B] or [B, T]: precomputed, overrides the estimator
     values: torch.Tensor | None = None        # [B, T] current V(q, o_<t), with gradient
     old_values: torch.Tensor | None = None    # [B, T] V at sampling time, detached
+    truncated: torch.Tensor | None = None     # [B] 1 = the sample hit the length cap (no EOS)
 
     @property
     def old(self) -> torch.Tensor:
