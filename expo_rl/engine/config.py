@@ -81,12 +81,28 @@ class SamplingConfig:
 
 
 @dataclass
+class RewardConfig:
+    name: str = _help("a registry name (correctness, format, overlong_penalty, ...) or 'module:function'")
+    weight: float = _help("multiplier of this reward in the term's weighted sum", default=1.0)
+    args: dict[str, Any] = _help("keyword arguments bound to the reward function", default_factory=dict)
+    label: str | None = _help("name in the log, <term>/reward/<label> (default: name, or the function "
+                              "of 'module:function')", default=None)
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name.rpartition(":")[2]
+
+
+@dataclass
 class TermConfig:
     source: str = _help("data source (registry name)", metadata={"choices": _sources})
     coefficient: str = _help("gradient coefficient (registry name)", metadata={"choices": _coefficients})
     name: str | None = _help("label in metrics and cache files (default: the coefficient name)", default=None)
     reward: str | None = _help("reward for rows the source did not score: a registry name or 'module:function'",
                                default="correctness")
+    rewards: list[RewardConfig] | None = _help(
+        "several weighted rewards [{name, weight, args, label}], summed; replaces 'reward' and logs "
+        "each as <term>/reward/<label>", default=None)
     weight: float = _help("multiplier of this term's loss", default=1.0)
     source_args: dict[str, Any] = _help("options of the data source", default_factory=dict)
     coefficient_args: dict[str, Any] = _help("hyper-parameters of the gradient coefficient", default_factory=dict)
@@ -187,10 +203,27 @@ def validate(config: RunConfig) -> RunConfig:
         from_dict(get_source(term.source).options, term.source_args, f"terms.{i}.source_args")
         check_kwargs(get_coefficient(term.coefficient), term.coefficient_args,
                      f"terms.{i}.coefficient_args")
-        if term.reward is not None and ":" not in term.reward and term.reward not in _rewards():
-            raise ConfigError(f"config key 'terms.{i}.reward': {term.reward!r} is not allowed; allowed "
-                              f"values: {', '.join(_rewards())}, null, or 'module:function'")
+        check_reward_name(term.reward, f"terms.{i}.reward")
+        if term.rewards is not None:
+            if term.reward not in (None, "correctness"):
+                raise ConfigError(f"config key 'terms.{i}': set either 'reward' ({term.reward!r}) or "
+                                  "'rewards' (a list of {name, weight}), not both")
+            if not term.rewards:
+                raise ConfigError(f"config key 'terms.{i}.rewards': give at least one reward, or null")
+            labels = [r.key for r in term.rewards]
+            if len(set(labels)) != len(labels):
+                raise ConfigError(f"config key 'terms.{i}.rewards': labels must differ (got {labels}); "
+                                  "set 'label' on repeated rewards")
+            for k, spec in enumerate(term.rewards):
+                check_reward_name(spec.name, f"terms.{i}.rewards.{k}.name")
     return config
+
+
+def check_reward_name(name: str | None, key: str) -> None:
+    """A reward is null, a registry name, or 'module:function' (imported when the run is built)."""
+    if name is not None and ":" not in name and name not in _rewards():
+        raise ConfigError(f"config key '{key}': {name!r} is not allowed; allowed values: "
+                          f"{', '.join(_rewards())}, null, or 'module:function'")
 
 
 def resume_warnings(config: RunConfig) -> list[str]:

@@ -22,7 +22,7 @@ from expo_rl.engine.config import RunConfig, TermConfig
 from expo_rl.engine.typed_config import ConfigError, from_dict
 from expo_rl.policy import build_prompt, sample
 from expo_rl.sources import Row, Source, SourceEnv, get_source
-from expo_rl.verify import REWARDS, batch_rewards, get_reward
+from expo_rl.verify import REWARDS, RewardPart, WeightedReward, get_reward, with_args
 
 
 def reward_names() -> list[str]:
@@ -41,6 +41,22 @@ def resolve_reward(name: str | None) -> Callable[..., float] | None:
         except (ImportError, AttributeError) as error:
             raise ConfigError(f"reward {name!r}: cannot import {attr} from {module} ({error})") from None
     return get_reward(name)
+
+
+def term_reward(term: TermConfig) -> WeightedReward | None:
+    """The term's reward: ``rewards`` (weighted parts) or the ``reward`` shorthand (one part)."""
+    if term.rewards is not None:
+        return WeightedReward([RewardPart(spec.key, with_args(resolve_reward(spec.name), spec.args), spec.weight)
+                               for spec in term.rewards])
+    fn = resolve_reward(term.reward)
+    return None if fn is None else WeightedReward([RewardPart(term.reward.rpartition(":")[2], fn)])
+
+
+def reward_fields(row: Row, max_new_tokens: int) -> dict[str, Any]:
+    """What a reward function receives besides (completion, reference): the problem's fields,
+    the completion's length in tokens, whether it ended at EOS, and the generation cap."""
+    return {**row.fields, "completion_tokens": len(row.completion_ids), "finished": row.finished,
+            "max_new_tokens": max_new_tokens}
 
 
 def load_problem_set(config: RunConfig) -> list[Problem]:
@@ -68,7 +84,7 @@ class Term:
 
     config: TermConfig
     source: Source
-    reward: Callable[..., float] | None
+    reward: WeightedReward | None
     env: SourceEnv
 
     @property
@@ -125,16 +141,19 @@ def build_terms(config: RunConfig, problems: list[Problem], *, tokenizer: Any,
 
     terms = []
     for i, term_config in enumerate(config.terms):
-        reward = resolve_reward(term_config.reward)
+        reward = term_reward(term_config)
+        log_parts = term_config.rewards is not None
 
-        def score(rows: list[Row], reward: Callable | None = reward) -> None:
+        def score(rows: list[Row], reward: WeightedReward | None = reward, log_parts: bool = log_parts) -> None:
             todo = [r for r in rows if r.reward is None]
             if reward is None or not todo:
                 return
-            values = batch_rewards(reward, [r.completion for r in todo], [r.reference for r in todo],
-                                   [r.fields for r in todo])
-            for row, value in zip(todo, values):
+            totals, parts = reward.score([r.completion for r in todo], [r.reference for r in todo],
+                                         [reward_fields(r, s.max_new_tokens) for r in todo])
+            for j, (row, value) in enumerate(zip(todo, totals)):
                 row.reward = float(value)
+                if log_parts:
+                    row.reward_parts = {label: float(values[j]) for label, values in parts.items()}
 
         env = SourceEnv(
             name=term_config.label, tokenizer=tokenizer, prompt=prompt, sample=sample_fn,

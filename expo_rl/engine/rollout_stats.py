@@ -7,6 +7,7 @@
 ``<term>/zero_signal_groups``  groups of >= 2 outputs whose rewards are all equal: with
                             group-normalised advantages they carry no learning signal (SPEC 2.5)
 ``<term>/groups``           number of such groups in the step (the denominator)
+``<term>/reward/<label>``   mean of each weighted reward on its own (terms with ``rewards:``)
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ def _local_summary(rows: list[Row]) -> dict[str, Any]:
         if r.group >= 0 and r.reward is not None:
             groups[r.group].append(r.reward)
     multi = [g for g in groups.values() if len(g) >= 2]
+    parts: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for r in rows:
+        for label, value in r.reward_parts.items():
+            parts[label][0] += value
+            parts[label][1] += 1
     return {
+        "parts": dict(parts),
         "rows": len(rows),
         "scored": len(rewards),
         "reward_sum": sum(rewards),
@@ -44,7 +51,7 @@ def row_metrics(accelerator: Any, terms: list[Any], rows_per_term: list[list[Row
     parts = gather_object([local]) if accelerator.num_processes > 1 else [local]
     metrics: dict[str, float] = {}
     for i, term in enumerate(terms):
-        total = {k: sum(part[i][k] for part in parts) for k in local[i]}
+        total = {k: sum(part[i][k] for part in parts) for k in local[i] if k != "parts"}
         name = term.name
         metrics[f"{name}/rows"] = total["rows"]
         if total["rows"]:
@@ -53,6 +60,9 @@ def row_metrics(accelerator: Any, terms: list[Any], rows_per_term: list[list[Row
         if total["scored"]:
             metrics[f"{name}/reward_mean"] = total["reward_sum"] / total["scored"]
             metrics[f"{name}/accuracy"] = total["correct"] / total["scored"]
+        for label in sorted({lab for part in parts for lab in part[i]["parts"]}):
+            value, count = (sum(part[i]["parts"].get(label, (0.0, 0.0))[j] for part in parts) for j in (0, 1))
+            metrics[f"{name}/reward/{label}"] = value / count
         if total["groups"]:
             metrics[f"{name}/groups"] = total["groups"]
             metrics[f"{name}/zero_signal_groups"] = total["zero_signal"]
