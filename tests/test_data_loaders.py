@@ -21,8 +21,8 @@ from expo_rl.data import (
     paths,
     resolve_data_dir,
 )
-from expo_rl.data.paths import PACKAGED_DATA_DIR, packaged_checksums
 from expo_rl.data.hf import parse_hf_spec
+from expo_rl.data.paths import PACKAGED_DATA_DIR, packaged_checksums
 
 
 def test_math500_matches_the_documented_counts():

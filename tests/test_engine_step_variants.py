@@ -7,6 +7,7 @@ advantage code: clip-higher (DAPO eq. 10), overlong filtering (DAPO 3.4), GSPO (
 
 import math
 
+import pytest
 import torch
 from test_engine_step_common import plain_logprobs, random_batch, seq_mean, tiny_model
 from test_engine_step_gradients import COMPLETIONS, PROMPTS, _check, _inner_update
@@ -130,21 +131,20 @@ def _reinforce_pp_advantages(batch, kl_beta, baseline):
     return (returns - mean) / math.sqrt(var + 1e-8) * mask
 
 
-def test_reinforce_pp_whitened_returns_after_an_inner_update():
-    for baseline in (False, True):
-        eps, kl_beta = 0.05, 0.2
-        model, batch, terms = _setup("reinforce_pp", 6, clip_eps=eps, kl_beta=kl_beta,
-                                     group_baseline=baseline)
-        adv = _reinforce_pp_advantages(batch, kl_beta, baseline)
-        _inner_update(model, batch, terms, lr=0.05)
-        mask = batch["completion_mask"]
+@pytest.mark.parametrize("baseline", [False, True])
+def test_reinforce_pp_whitened_returns_after_an_inner_update(baseline):
+    eps, kl_beta = 0.05, 0.2
+    model, batch, terms = _setup("reinforce_pp", 6, clip_eps=eps, kl_beta=kl_beta, group_baseline=baseline)
+    adv = _reinforce_pp_advantages(batch, kl_beta, baseline)
+    _inner_update(model, batch, terms, lr=0.05)
+    mask = batch["completion_mask"]
 
-        def objective():
-            ratio = torch.exp(plain_logprobs(model, batch) - batch["old_logprobs"])
-            return seq_mean(_clip(ratio, adv, eps, eps), mask).mean()
+    def objective():
+        ratio = torch.exp(plain_logprobs(model, batch) - batch["old_logprobs"])
+        return seq_mean(_clip(ratio, adv, eps, eps), mask).mean()
 
-        out, _ = _check(model, batch, terms, objective)
-        assert 0.0 < out.stats["reinforce_pp/clip_frac"].item() < 1.0
+    out, _ = _check(model, batch, terms, objective)
+    assert 0.0 < out.stats["reinforce_pp/clip_frac"].item() < 1.0
 
 
 def test_clip_higher_with_equal_bounds_is_grpo():

@@ -66,7 +66,10 @@ class DataConfig:
     data_dir: str | None = _help("folder searched first for the named data sets (default $EXPO_RL_DATA); files it lacks come from the packaged copy, then the hub", default=None)
     levels: list[int] | None = _help("keep only these MATH levels (problems without a level are dropped)", default=None)
     limit: int | None = _help("use at most this many questions (after the level filter)", default=None)
-    instruction: str | None = _help("prompt instruction after the question (default: the policy layer's)", default=None)
+    instruction: str | None = _help("prompt instruction after the question (default: the policy layer's; "
+                                    "none for conversational 'messages' rows)", default=None)
+    system_prompt: str | None = _help("system turn of every prompt (rows whose 'messages' have their own "
+                                      "system turn keep theirs)", default=None)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from accelerate.utils import gather_object
 from expo_rl.data import Problem, load_problems
 from expo_rl.engine.config import RunConfig, TermConfig
 from expo_rl.engine.typed_config import ConfigError, from_dict
-from expo_rl.policy import build_prompt, sample
+from expo_rl.policy import build_prompt, messages_prompt, sample
 from expo_rl.sources import Row, Source, SourceEnv, get_source
 from expo_rl.verify import REWARDS, RewardPart, WeightedReward, get_reward, with_args
 
@@ -68,6 +68,30 @@ def load_problem_set(config: RunConfig) -> list[Problem]:
         raise ConfigError(f"config key 'data': no problems left from {data.name!r} "
                           f"(levels={data.levels}, limit={data.limit})")
     return problems
+
+
+def make_prompt(tokenizer: Any, problems: list[Problem], *, instruction: str | None,
+                system: str | None) -> Callable[[str], str]:
+    """question -> prompt string, as sources call it (``SourceEnv.prompt``).
+
+    Conversational problems (``extra["messages"]``, TRL's format) are rendered from their turns
+    with :func:`messages_prompt`, found by their ``question`` (the last user turn's text; two
+    conversations ending in the same user text share the first one's turns). Others get
+    :func:`build_prompt` (``instruction`` None: the policy layer's default). ``system`` is the
+    system turn of every prompt that has none.
+    """
+    chats: dict[str, list[dict[str, str]]] = {}
+    for problem in problems:
+        if "messages" in problem.extra:
+            chats.setdefault(problem.question, problem.extra["messages"])
+    kwargs = {} if instruction is None else {"instruction": instruction}
+
+    def prompt(question: str) -> str:
+        if question in chats:
+            return messages_prompt(tokenizer, chats[question], system=system, instruction=instruction)
+        return build_prompt(tokenizer, question, system=system, **kwargs)
+
+    return prompt
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -120,10 +144,8 @@ def build_terms(config: RunConfig, problems: list[Problem], *, tokenizer: Any,
                 frozen: FrozenPolicy, accelerator: Any, output_dir: Path) -> list[Term]:
     """One :class:`Term` per ``config.terms`` entry, each with its own :class:`SourceEnv`."""
     s = config.sampling
-    prompt_kwargs = {} if config.data.instruction is None else {"instruction": config.data.instruction}
-
-    def prompt(question: str) -> str:
-        return build_prompt(tokenizer, question, **prompt_kwargs)
+    prompt = make_prompt(tokenizer, problems, instruction=config.data.instruction,
+                         system=config.data.system_prompt)
 
     def sample_fn(model: Any, prompts: list[str], *, n: int, seed: int) -> Any:
         was_training = model.training
