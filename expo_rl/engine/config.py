@@ -44,6 +44,12 @@ def _rewards() -> list[str]:
     return reward_names()
 
 
+def _report_targets() -> list[str]:
+    from expo_rl.engine.loggers import REPORT_TARGETS
+
+    return list(REPORT_TARGETS)
+
+
 def _help(text: str, **kw: Any) -> Any:
     return field(metadata={"help": text, **kw.pop("metadata", {})}, **kw)
 
@@ -140,7 +146,14 @@ class TrainConfig:
     output_dir: str = _help("where metrics, checkpoints and caches go", default="runs/default")
     save_every: int = _help("checkpoint every N steps (0: only at the end)", default=0)
     keep_last: int = _help("keep the newest N complete checkpoints (0: keep all)", default=2)
-    tensorboard: bool = _help("also write TensorBoard scalars to <output_dir>/tensorboard", default=True)
+    tensorboard: bool = _help("deprecated shorthand for report_to: [tensorboard] (used only when report_to "
+                              "is null)", default=True)
+    report_to: list[str] | None = _help(
+        "where scalars go besides metrics.jsonl: any of tensorboard, wandb, trackio (null: tensorboard "
+        "when train.tensorboard)", default=None, metadata={"choices": _report_targets})
+    project: str = _help("wandb / trackio project name (the run is named after output_dir)", default="expo-rl")
+    plot: bool = _help("draw learning curves (PNG) into <output_dir>/plots at the end of 'expo-rl train'",
+                       default=True)
     log_entropy: bool = _help("log the sampling policy's per-token entropy (one extra no-grad forward "
                               "pass per step when mu = 1)", default=True)
     progress: bool = _help("show progress bars", default=True)
