@@ -17,7 +17,8 @@ Hyper-parameters are keyword-only with defaults; they are the allowed keys of a 
 log-probs, old-policy log-probs, a value model), possibly depending on the hyper-parameters.
 
 Registered: ``sft`` (eq. 6), ``rft`` (eqs. 8 and 11: RFT and online RFT differ only in the
-data source), ``dpo`` (eqs. 12-14), ``ppo`` (eqs. 15-18), ``grpo`` (eqs. 19-21).
+data source), ``dpo`` (eqs. 12-14), ``ppo`` (eqs. 15-18), ``grpo`` (eqs. 19-21); the GRPO-family
+variants (``clip_higher``, ``gspo``, ``rloo``, ``reinforce_pp``) live in :mod:`expo_rl.core.variants`.
 """
 
 from __future__ import annotations
