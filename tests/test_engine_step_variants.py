@@ -163,3 +163,8 @@ def test_clip_higher_with_equal_bounds_is_grpo():
                                         advantage="dr_grpo")
     torch.testing.assert_close(dr.gc, get_coefficient("grpo")(inputs, clip_eps=0.05, beta=0.1,
                                                               scale_by_std=False).gc)
+
+
+def test_unknown_advantage_estimator_fails_at_set_up():
+    with pytest.raises(ValueError, match="advantage: 'gae' is not allowed; allowed values: grpo, dr_grpo, rloo"):
+        make_step_term("clip_higher", advantage="gae")

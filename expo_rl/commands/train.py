@@ -62,7 +62,8 @@ def _registries_text() -> str:
                   if p.kind is inspect.Parameter.KEYWORD_ONLY]
         doc = (inspect.getdoc(fn) or "").splitlines()
         lines.append(f"  {name}({', '.join(params)}): {doc[0] if doc else ''}")
-    lines += ["", f"rewards (terms.N.reward): {', '.join(reward_names())}, null (none), "
+    lines += ["", f"rewards (terms.N.reward, or terms.N.rewards: [{{name, weight, args, label}}, ...] "
+              f"summed with weights): {', '.join(reward_names())}, null (none), "
               f"or 'package.module:function' (fn(completion, reference, **row_fields) -> float)"]
     return "\n".join(lines)
 

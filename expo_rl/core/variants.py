@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from expo_rl.core.advantages import outcome_advantages, reinforce_pp_advantages
+from expo_rl.core.advantages import OUTCOME_ADVANTAGES, outcome_advantages, reinforce_pp_advantages
 from expo_rl.core.coefficients import (
     CoefficientInputs,
     Coefficients,
@@ -122,6 +122,10 @@ def _token_level(inputs: CoefficientInputs, advantages: torch.Tensor, *, eps_low
 
 
 def _needs_ref_and_old(hp: dict) -> Needs:
+    """Reference only for a KL term; also checks ``advantage`` when the run is set up."""
+    if "advantage" in hp and hp["advantage"] not in OUTCOME_ADVANTAGES:
+        raise ValueError(f"coefficient_args.advantage: {hp['advantage']!r} is not allowed; allowed values: "
+                         f"{', '.join(OUTCOME_ADVANTAGES)}")
     return Needs(reference=hp["beta"] != 0, old_logprobs=True)
 
 
