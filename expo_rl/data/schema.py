@@ -186,7 +186,7 @@ def _convert(row: Any, fmap: FieldMap, *, source: str, default_id: str) -> Probl
         if key is not None and key not in row:
             raise ValueError(f"required field {key!r} ({name}) is missing")
     messages = None
-    if isinstance(row[fmap.question], list):
+    if fmap.question in CHAT_KEYS and isinstance(row[fmap.question], list):
         messages = parse_messages(row[fmap.question], fmap.question)
         question = messages[-1]["content"].strip()
     else:
