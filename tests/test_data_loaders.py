@@ -1,13 +1,28 @@
-"""Loaders on the real shared data, data-folder resolution, field maps and Hugging Face datasets."""
+"""Loaders on the real data the package carries, data-folder resolution, field maps and Hugging Face datasets."""
 
+import gzip
+import hashlib
 import json
 import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from expo_rl.data import DATA_ENV, DataError, Problem, load_problems, resolve_data_dir
+import expo_rl
+from expo_rl.data import (
+    BUILTIN,
+    DATA_ENV,
+    DataError,
+    LoadResult,
+    Problem,
+    load_problems,
+    loaders,
+    paths,
+    resolve_data_dir,
+)
 from expo_rl.data.hf import parse_hf_spec
+from expo_rl.data.paths import PACKAGED_DATA_DIR, packaged_checksums
 
 
 def test_math500_matches_the_documented_counts():
@@ -33,7 +48,7 @@ def test_math_train_keeps_the_two_null_level_rows():
 
 def test_gsm8k_answer_after_hashes_and_solution_before():
     test = load_problems("gsm8k")
-    assert len(test) == 1319 and test.source.endswith("test.jsonl")
+    assert len(test) == 1319 and test.source.endswith(("test.jsonl", "test.jsonl.gz"))
     janet = test.problems[0]
     assert janet.answer == "18" and janet.id == "gsm8k_test/0"
     assert janet.solution.startswith("Janet sells 16 - 3 - 4 = 9 duck eggs")
@@ -74,7 +89,7 @@ def test_filters_levels_subjects_shuffle_limit():
         load_problems("math500", limit=-1)
 
 
-def test_data_dir_argument_env_and_walk_up(tmp_path, monkeypatch):
+def test_data_dir_argument_env_then_the_packaged_copy(tmp_path, monkeypatch):
     (tmp_path / "gsm8k").mkdir()
     (tmp_path / "gsm8k" / "test.jsonl").write_text(
         json.dumps({"question": "What is 2+3?", "answer": "2+3=5\n#### 5"}) + "\n")
@@ -82,18 +97,59 @@ def test_data_dir_argument_env_and_walk_up(tmp_path, monkeypatch):
     assert [(p.question, p.answer) for p in only] == [("What is 2+3?", "5")]
     monkeypatch.setenv(DATA_ENV, str(tmp_path))
     assert resolve_data_dir() == tmp_path and len(load_problems("gsm8k")) == 1
+    # a set the user's folder lacks comes from the packaged copy
+    assert len(load_problems("math500", data_dir=tmp_path)) == 500
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "nope"))
     with pytest.raises(DataError, match=r"from \$EXPO_RL_DATA\) does not exist"):
         load_problems("gsm8k")
     monkeypatch.delenv(DATA_ENV)
-    # the default: <ancestor>/shared/data of the package (this checkout's ../shared/data)
+    # the default: the gzip copy inside the package, nothing outside the repository
     default = resolve_data_dir()
-    assert default.name == "data" and default.parent.name == "shared"
-    assert (default / "math" / "math500.jsonl").is_file()
+    assert default == PACKAGED_DATA_DIR and default.is_relative_to(Path(expo_rl.__file__).parent)
+    assert (default / "math" / "math500.jsonl.gz").is_file()
     with pytest.raises(DataError, match="data_dir argument / --data-dir"):
         resolve_data_dir(tmp_path / "missing")
-    with pytest.raises(DataError, match=r"math/math500.jsonl does not exist"):
-        load_problems("math500", data_dir=tmp_path)
+
+
+def test_packaged_copy_matches_its_checksums_and_licences():
+    sums = packaged_checksums()
+    assert sorted(sums) == sorted(relative for relative, _, _ in BUILTIN.values())
+    for relative, digest in sums.items():
+        path = PACKAGED_DATA_DIR / f"{relative}.gz"
+        with gzip.open(path, "rb") as handle:
+            assert hashlib.sha256(handle.read()).hexdigest() == digest
+        assert "MIT License" in (path.parent / "LICENSE").read_text()
+    sizes = {name: len(load_problems(name)) for name in BUILTIN}
+    assert sizes == {"math500": 500, "math_train": 7607, "gsm8k_test": 1319, "gsm8k_train": 7473}
+
+
+def test_corrupt_packaged_copy_is_refused(tmp_path, monkeypatch):
+    bad = tmp_path / "math" / "math500.jsonl.gz"
+    bad.parent.mkdir()
+    with gzip.open(bad, "wb") as handle:
+        handle.write(b'{"problem": "x"}\n')
+    (tmp_path / "SHA256SUMS").write_text((PACKAGED_DATA_DIR / "SHA256SUMS").read_text())
+    monkeypatch.setattr(paths, "PACKAGED_DATA_DIR", tmp_path)
+    monkeypatch.setattr(paths, "CHECKSUMS", tmp_path / "SHA256SUMS")
+    with pytest.raises(DataError, match="math500.jsonl.gz is corrupt: sha256"):
+        load_problems("math500")
+
+
+def test_missing_everywhere_falls_back_to_the_hub_or_says_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "PACKAGED_DATA_DIR", tmp_path)
+    with pytest.raises(DataError, match="math/train.jsonl is neither in the data folder"):
+        load_problems("math_train")
+    # math500 has a hub copy in the same shape: it is read through `datasets` (stubbed: no network)
+    asked = []
+
+    def fake_read_hf(spec, split, fields, *, on_error):
+        asked.append((spec, fields.question))
+        return LoadResult(problems=[Problem("a", "1+1?", "2", source="hf")], source="hf")
+
+    monkeypatch.setattr(loaders, "read_hf", fake_read_hf)
+    result = load_problems("math500")
+    assert asked == [("HuggingFaceH4/MATH-500:test", "problem")]
+    assert [p.source for p in result] == ["math500"]
 
 
 def test_generic_jsonl_with_field_map(tmp_path):
@@ -117,7 +173,7 @@ def test_generic_jsonl_with_field_map(tmp_path):
 def test_jsonl_path_is_schema_detected_and_found_under_the_data_dir():
     math = load_problems("math/math500.jsonl", limit=2)  # relative to the data folder
     assert math.problems[0].id == "test/precalculus/807.json" and math.problems[0].level == 2
-    gsm = load_problems(str(resolve_data_dir() / "gsm8k" / "test.jsonl"), limit=1)
+    gsm = load_problems(str(resolve_data_dir() / "gsm8k" / "test.jsonl.gz"), limit=1)
     assert gsm.problems[0].answer == "18" and gsm.problems[0].id == "test/0"
     with pytest.raises(DataError, match="data file 'nowhere/x.jsonl' does not exist"):
         load_problems("nowhere/x.jsonl")
@@ -136,8 +192,8 @@ def test_parse_hf_spec(tmp_path):
 def saved_dataset(tmp_path_factory):
     from datasets import Dataset, DatasetDict
 
-    math_rows = [json.loads(line) for line in
-                 (resolve_data_dir() / "math" / "math500.jsonl").read_text().splitlines()[:4]]
+    with gzip.open(resolve_data_dir() / "math" / "math500.jsonl.gz", "rt", encoding="utf-8") as handle:
+        math_rows = [json.loads(next(handle)) for _ in range(4)]
     folder = tmp_path_factory.mktemp("hf") / "mini_math"
     DatasetDict({"test": Dataset.from_list(math_rows[:3]),
                  "train": Dataset.from_list(math_rows[3:])}).save_to_disk(str(folder))

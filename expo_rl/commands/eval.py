@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="data set name, .jsonl path or hf:<id>[:split] (default: math500)")
     parser.add_argument("--split", default=None, help="split for 'math'/'gsm8k' or an hf: data set")
     parser.add_argument("--data-dir", default=None,
-                        help="data folder (default: $EXPO_RL_DATA, else ../shared/data of the checkout)")
+                        help="folder searched first for the named data sets (default: $EXPO_RL_DATA, then the copy the package carries)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
     parser.add_argument("--levels", type=_int_list, default=None,
                         help="only these difficulty levels, e.g. 4,5")

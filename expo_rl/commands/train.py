@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from expo_rl.engine.config import PRESET_DIR, RunConfig, load_config, preset_names
 from expo_rl.engine.typed_config import ConfigError, describe
@@ -63,7 +64,8 @@ def _registries_text() -> str:
                   if p.kind is inspect.Parameter.KEYWORD_ONLY]
         doc = (inspect.getdoc(fn) or "").splitlines()
         lines.append(f"  {name}({', '.join(params)}): {doc[0] if doc else ''}")
-    lines += ["", f"rewards (terms.N.reward): {', '.join(reward_names())}, null (none), "
+    lines += ["", f"rewards (terms.N.reward, or terms.N.rewards: [{{name, weight, args, label}}, ...] "
+              f"summed with weights): {', '.join(reward_names())}, null (none), "
               f"or 'package.module:function' (fn(completion, reference, **row_fields) -> float)"]
     return "\n".join(lines)
 
@@ -128,4 +130,21 @@ def run(args: argparse.Namespace) -> int:
     if summary.get("is_main_process", True):
         print(f"done: {summary['steps']} steps; metrics {summary['metrics']}; "
               f"last checkpoint {summary['checkpoint']}")
+        if config.train.plot:
+            draw_curves(summary["metrics"])
     return 0
+
+
+def draw_curves(metrics: str) -> None:
+    """Learning curves next to the metrics (``<output_dir>/plots/*.png``); a failure to draw is
+    reported, never fatal: the run itself is done and saved."""
+    from expo_rl.engine.curves import plot_metrics  # matplotlib: only when a run has finished
+
+    folder = Path(metrics).parent
+    try:
+        written = plot_metrics(metrics, folder / "plots", title=folder.resolve().name)
+    except Exception as error:  # matplotlib/font trouble must not turn a finished run into a failure
+        print(f"warning: could not draw learning curves: {type(error).__name__}: {error}", file=sys.stderr)
+        return
+    if written:
+        print(f"curves: {folder / 'plots'} ({len(written)} PNG files; redraw with expo-rl plot {folder})")

@@ -1,4 +1,4 @@
-"""Advantage estimators: GRPO's group-normalised outcome advantage and PPO's GAE.
+"""Advantage estimators: GRPO's group-normalised outcome advantage, PPO's GAE, RLOO, REINFORCE++.
 
 - :func:`group_advantages` (SPEC 2.5, DeepSeekMath eq. 19 with outcome supervision):
   ``A_i = (r_i - mean(r_group)) / std(r_group)`` for every token of output i; a group whose
@@ -9,6 +9,9 @@
 - :func:`gae` (Schulman et al. 2016): ``delta_t = r_t + gamma * V_{t+1} - V_t``,
   ``A_t = delta_t + gamma * lambda * A_{t+1}``, ``V`` after the last token = 0; returns
   ``R_t = A_t + V_t`` are the value model's targets.
+- :func:`rloo_advantages`: RLOO's leave-one-out baseline ``r_i - mean_{j != i} r_j``;
+  :data:`OUTCOME_ADVANTAGES` names the per-group outcome estimators (grpo, dr_grpo, rloo).
+- :func:`reinforce_pp_advantages`: REINFORCE++'s KL-penalised returns whitened over the batch.
 
 Shapes: per-row tensors [B], per-token tensors [B, T] aligned with ``completion_mask`` (the
 completion occupies a contiguous run of positions in each row; everything else is masked out).
@@ -20,7 +23,13 @@ from dataclasses import dataclass
 
 import torch
 
-from expo_rl.core.masked import group_all_equal, group_mean_std, group_sizes, last_token_index
+from expo_rl.core.masked import (
+    group_all_equal,
+    group_mean_std,
+    group_sizes,
+    last_token_index,
+    whiten,
+)
 
 
 @dataclass(frozen=True)
@@ -102,3 +111,62 @@ def gae(token_rewards: torch.Tensor, values: torch.Tensor, completion_mask: torc
         next_value = torch.where(m > 0, values[:, t], next_value)
     returns = (advantages + values) * mask
     return advantages, returns
+
+
+def rloo_advantages(rewards: torch.Tensor, group_index: torch.Tensor) -> GroupAdvantages:
+    """RLOO (Kool et al. 2019; Ahmadian et al. 2024, eq. 10): the leave-one-out baseline
+    ``A_i = r_i - (1/(G-1)) sum_{j != i} r_j = G/(G-1) * (r_i - mean(r_group))``.
+
+    Rows of a group of one (negative ``group_index`` or a lone id) get 0: no baseline exists.
+    Zero-signal groups (all rewards equal) get exactly 0, as in :func:`group_advantages`.
+    """
+    rewards = rewards.to(torch.promote_types(rewards.dtype, torch.float32))
+    mean, _ = group_mean_std(rewards, group_index)
+    sizes = group_sizes(group_index).to(rewards.dtype)
+    flat = group_all_equal(rewards, group_index)
+    in_group = sizes >= 2
+    scale = torch.where(in_group, sizes / (sizes - 1).clamp(min=1), torch.zeros_like(sizes))
+    advantages = torch.where(flat | ~in_group, torch.zeros_like(rewards), scale * (rewards - mean))
+    weight = 1.0 / sizes
+    num_groups = int(round(float((weight * in_group).sum())))
+    num_zero = int(round(float((weight * (in_group & flat)).sum())))
+    return GroupAdvantages(advantages, flat & in_group, num_groups, num_zero)
+
+
+OUTCOME_ADVANTAGES = {
+    # name -> (rewards [N], group_index [N]) -> GroupAdvantages
+    "grpo": lambda r, g: group_advantages(r, g, scale_by_std=True),
+    "dr_grpo": lambda r, g: group_advantages(r, g, scale_by_std=False),
+    "rloo": rloo_advantages,
+}
+"""Outcome-advantage estimators by name (a coefficient's ``advantage`` hyper-parameter)."""
+
+
+def outcome_advantages(name: str, rewards: torch.Tensor, group_index: torch.Tensor) -> GroupAdvantages:
+    """The registered estimator ``name`` (``grpo``: (r - mean)/std, ``dr_grpo``: r - mean,
+    ``rloo``: leave-one-out) applied per group."""
+    if name not in OUTCOME_ADVANTAGES:
+        raise ValueError(f"unknown advantage estimator {name!r}; allowed values: "
+                         f"{', '.join(OUTCOME_ADVANTAGES)}")
+    return OUTCOME_ADVANTAGES[name](rewards, group_index)
+
+
+def reinforce_pp_advantages(rewards: torch.Tensor, old_logprobs: torch.Tensor,
+                            ref_logprobs: torch.Tensor | None, completion_mask: torch.Tensor, *,
+                            kl_beta: float, gamma: float = 1.0,
+                            group_index: torch.Tensor | None = None) -> torch.Tensor:
+    """REINFORCE++ (Hu et al. 2025, eqs. 5-7): per-token rewards ``-kl_beta * (log pi_old -
+    log pi_ref)_t`` plus the outcome reward on the last token, discounted returns
+    ``G_t = sum_{s >= t} gamma^(s-t) r_s``, then whitened over every completion token of the
+    batch: ``A_t = (G_t - mean(G)) / sqrt(var(G) + 1e-8)``.
+
+    ``group_index`` given: the REINFORCE++-baseline variant, which first subtracts each group's
+    mean outcome reward. Returns [B, T] (0 off the mask).
+    """
+    if group_index is not None:
+        mean, _ = group_mean_std(rewards.to(old_logprobs.dtype), group_index)
+        rewards = rewards.to(old_logprobs.dtype) - mean
+    token_rewards = kl_penalised_rewards(rewards, old_logprobs, ref_logprobs, completion_mask,
+                                         kl_beta=kl_beta)
+    returns, _ = gae(token_rewards, torch.zeros_like(old_logprobs), completion_mask, gamma=gamma, lam=1.0)
+    return whiten(returns, completion_mask.to(returns.dtype))

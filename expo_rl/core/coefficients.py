@@ -26,7 +26,8 @@ and divides by its number of samples ``N`` under every loss aggregation
 ``(1/|o|) sum_t`` form and the run's aggregation applies.
 
 Registered: ``sft`` (eq. 6), ``rft`` (eqs. 8 and 11: RFT and online RFT differ only in the
-data source), ``dpo`` (eqs. 12-14), ``ppo`` (eqs. 15-18), ``grpo`` (eqs. 19-21).
+data source), ``dpo`` (eqs. 12-14), ``ppo`` (eqs. 15-18), ``grpo`` (eqs. 19-21); the GRPO-family
+variants (``clip_higher``, ``gspo``, ``rloo``, ``reinforce_pp``) live in :mod:`expo_rl.core.variants`.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class CoefficientInputs:
     advantages: torch.Tensor | None = None    # [B] or [B, T]: precomputed, overrides the estimator
     values: torch.Tensor | None = None        # [B, T] current V(q, o_<t), with gradient
     old_values: torch.Tensor | None = None    # [B, T] V at sampling time, detached
+    truncated: torch.Tensor | None = None     # [B] 1 = the sample hit the length cap (no EOS)
 
     @property
     def old(self) -> torch.Tensor:

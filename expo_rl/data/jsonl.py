@@ -1,7 +1,8 @@
-"""Read a JSONL file of problems, one JSON object per line, with file:line errors."""
+"""Read a JSONL file of problems (plain or ``.gz``), one JSON object per line, with file:line errors."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -23,12 +24,12 @@ def read_jsonl(path: str | os.PathLike[str], fields: FieldMap | None = None, *, 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist")
-    source = source or path.stem
+    source = source or path.name.removesuffix(".gz").rsplit(".", 1)[0]
     prefix = id_prefix or source
     sink = RowSink(on_error, str(path))
     row_index = 0
     # Binary mode: a bad byte sequence becomes an error on its own line, not a crash mid-file.
-    with path.open("rb") as handle:
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
         for line_number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 sink.result.blank_lines += 1

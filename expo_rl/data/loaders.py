@@ -1,6 +1,7 @@
 """``load_problems``: one entry point for every data set the project reads.
 
-Names (files under the data folder, see :mod:`expo_rl.data.paths`):
+Names (files looked up in ``--data-dir`` / ``$EXPO_RL_DATA``, then in the copy the package
+carries, then on the Hugging Face hub; see :mod:`expo_rl.data.paths`):
 
 | name | file | schema |
 | --- | --- | --- |
@@ -10,7 +11,7 @@ Names (files under the data folder, see :mod:`expo_rl.data.paths`):
 | ``gsm8k_train`` | ``gsm8k/train.jsonl`` | GSM8K |
 
 ``math`` and ``gsm8k`` also take ``split`` ("test"/"train"). Anything else: a path to a
-``.jsonl`` file (relative to the working directory or to the data folder), or
+``.jsonl`` / ``.jsonl.gz`` file (relative to the working directory or to the data folder), or
 ``hf:<id-or-path>[:split]`` for Hugging Face ``datasets``. Files of other shapes take a field
 map (``fields={"question": "prompt", "answer": "target"}``) or ``schema="math"|"gsm8k"|"generic"``.
 """
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from expo_rl.data.filters import select_problems
 from expo_rl.data.hf import read_hf
 from expo_rl.data.jsonl import read_jsonl
-from expo_rl.data.paths import resolve_data_dir
+from expo_rl.data.paths import HUB_SETS, builtin_file, find_in, resolve_data_dir
 from expo_rl.data.result import DataError, LoadResult, OnError, check_on_error
 from expo_rl.data.schema import GSM8K_FIELDS, MATH_FIELDS, SCHEMAS, FieldMap
 
@@ -70,19 +72,37 @@ def _field_map(fields: Mapping[str, str] | FieldMap | None, schema: str | None) 
 
 
 def _resolve_path(name: str, data_dir: str | os.PathLike[str] | None) -> Path | None:
+    """A file path: as given, else under the data folder (its ``.gz`` twin counts too)."""
     path = Path(name).expanduser()
     if path.is_file():
         return path
-    if name.endswith((".jsonl", ".json")):
+    if name.endswith((".jsonl", ".json", ".jsonl.gz")):
         try:
-            under_data = resolve_data_dir(data_dir) / name
+            folder: Path | None = resolve_data_dir(data_dir)
         except DataError:
-            under_data = None
-        if under_data is not None and under_data.is_file():
-            return under_data
+            folder = None
+        found = find_in(folder, name) if folder is not None else None
+        if found is not None:
+            return found
         raise DataError(f"data file {name!r} does not exist (looked in the working directory"
-                        f"{' and ' + str(under_data.parent) if under_data is not None else ''})")
+                        f"{' and ' + str(folder) if folder is not None else ''})")
     return None
+
+
+def _load_builtin(name: str, data_dir: str | os.PathLike[str] | None, fmap: FieldMap | None,
+                  on_error: OnError) -> LoadResult:
+    """A named set from the user's folder, the packaged copy, or the hub (in that order)."""
+    relative, builtin_fields, _ = BUILTIN[name]
+    path = builtin_file(relative, data_dir)
+    if path is not None:
+        return read_jsonl(path, fmap or builtin_fields, source=name, on_error=on_error)
+    if name not in HUB_SETS:
+        raise DataError(f"data {name!r}: {relative} is neither in the data folder (--data-dir / "
+                        "$EXPO_RL_DATA) nor in the installed package, and has no Hugging Face "
+                        "copy in this shape; reinstall expo-rl or pass --data-dir")
+    result = read_hf(HUB_SETS[name], None, fmap or builtin_fields, on_error=on_error)
+    result.problems = [replace(p, source=name) for p in result.problems]
+    return result
 
 
 def load_problems(
@@ -111,13 +131,7 @@ def load_problems(
         result = read_hf(name_or_path[3:], split, fmap, on_error=on_error)
     elif name_or_path in BUILTIN or name_or_path in ALIASES:
         name = _builtin_name(name_or_path, split)
-        relative, builtin_fields, _ = BUILTIN[name]
-        folder = resolve_data_dir(data_dir)
-        path = folder / relative
-        if not path.is_file():
-            raise DataError(f"data {name!r}: {path} does not exist (data folder {folder}; "
-                            "set --data-dir or $EXPO_RL_DATA)")
-        result = read_jsonl(path, fmap or builtin_fields, source=name, on_error=on_error)
+        result = _load_builtin(name, data_dir, fmap, on_error)
     else:
         path = _resolve_path(name_or_path, data_dir)
         if path is None:

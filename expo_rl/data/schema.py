@@ -9,7 +9,11 @@ A :class:`FieldMap` names, for each Problem field, the row key that holds it. Ru
 - ``level`` is a positive integer, ``"Level 3"``/``"3"`` (the Hendrycks MATH spelling), or null;
 - GSM8K (``hash_answer=True``): the answer key holds ``<reasoning> #### <number>``; the number
   (thousands separators removed) is the answer, the reasoning (calculator annotations
-  ``<<48/2=24>>`` removed) is the expert solution ``c_E``.
+  ``<<48/2=24>>`` removed) is the expert solution ``c_E``;
+- conversational rows (TRL's format): the question key (``messages`` or ``prompt``, detected
+  when the row has no ``question``) holds a list of ``{role, content}`` turns; the prompt turns
+  go to ``Problem.extra["messages"]`` (the policy layer renders them with the chat template)
+  and the last user turn's text is ``Problem.question``.
 Row keys that no field uses are kept in ``Problem.extra``.
 """
 
@@ -67,6 +71,31 @@ GSM8K_FIELDS = FieldMap(question="question", answer="answer", id=None, solution=
 SCHEMAS = {"math": MATH_FIELDS, "gsm8k": GSM8K_FIELDS, "generic": FieldMap()}
 
 
+CHAT_KEYS = ("messages", "prompt")
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def parse_messages(value: Any, key: str) -> list[dict[str, str]]:
+    """A conversational prompt (TRL's format): ``[{"role": ..., "content": ...}, ...]`` with roles
+    system / user / assistant, ending (after any trailing assistant turns are dropped: they are
+    the reply, not the prompt) with a non-empty user turn. Returns plain ``{role, content}`` dicts."""
+    turns = []
+    for n, turn in enumerate(value):
+        if not isinstance(turn, Mapping) or not isinstance(turn.get("content"), str):
+            raise ValueError(f"field {key!r} turn {n}: expected {{'role': ..., 'content': <string>}}, "
+                             f"got {turn!r:.60}")
+        if turn.get("role") not in CHAT_ROLES:
+            raise ValueError(f"field {key!r} turn {n}: role {turn.get('role')!r} is not allowed; "
+                             f"allowed: {', '.join(CHAT_ROLES)}")
+        turns.append({"role": turn["role"], "content": turn["content"]})
+    while turns and turns[-1]["role"] == "assistant":
+        turns.pop()
+    if not turns or turns[-1]["role"] != "user" or not turns[-1]["content"].strip():
+        raise ValueError(f"field {key!r}: the conversation must end with a non-empty user turn "
+                         "(before any assistant reply)")
+    return turns
+
+
 def detect_fields(row: Mapping[str, Any]) -> FieldMap:
     """Guess the mapping from one row's keys: MATH-like, GSM8K-like, or the generic names.
 
@@ -79,6 +108,9 @@ def detect_fields(row: Mapping[str, Any]) -> FieldMap:
                        required=("question", "answer"))
     if "question" in row and isinstance(row.get("answer"), str) and "####" in row["answer"]:
         return GSM8K_FIELDS
+    for key in CHAT_KEYS:  # TRL's conversational format: a list of {role, content} turns
+        if "question" not in row and isinstance(row.get(key), list):
+            return FieldMap(question=key)
     return FieldMap()
 
 
@@ -153,7 +185,12 @@ def _convert(row: Any, fmap: FieldMap, *, source: str, default_id: str) -> Probl
         key = getattr(fmap, name)
         if key is not None and key not in row:
             raise ValueError(f"required field {key!r} ({name}) is missing")
-    question = _text(row, fmap.question, "question")
+    messages = None
+    if fmap.question in CHAT_KEYS and isinstance(row[fmap.question], list):
+        messages = parse_messages(row[fmap.question], fmap.question)
+        question = messages[-1]["content"].strip()
+    else:
+        question = _text(row, fmap.question, "question")
     answer = _text(row, fmap.answer, "answer", allow_number=True)
     solution = ""
     if fmap.hash_answer:
@@ -180,5 +217,7 @@ def _convert(row: Any, fmap: FieldMap, *, source: str, default_id: str) -> Probl
     extra = {k: v for k, v in row.items() if k not in fmap.keys_used() and k not in PROBLEM_FIELDS}
     if fmap.hash_answer:
         extra["raw_answer"] = row[fmap.answer]
+    if messages is not None:
+        extra["messages"] = messages
     return Problem(id=problem_id, question=question, answer=answer, solution=solution,
                    level=level, subject=subject, source=source, extra=extra)

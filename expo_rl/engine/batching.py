@@ -135,7 +135,8 @@ def pack(rows: list[TaggedRow], *, pad_id: int, device: torch.device) -> dict[st
     """Tensors of one micro-batch (right-padded to its longest row).
 
     Returns input_ids / attention_mask / completion_mask [B,T]; rewards [B] (0 where unscored);
-    term_index, group_index, pair_index, pair_sign [B] (long; -1 / 0 when unused).
+    term_index, group_index, pair_index, pair_sign [B] (long; -1 / 0 when unused); truncated [B]
+    (long: 1 where the sample hit the length cap, for overlong filtering).
     """
     from expo_rl.policy import pack_sequences
 
@@ -154,4 +155,5 @@ def pack(rows: list[TaggedRow], *, pad_id: int, device: torch.device) -> dict[st
         "group_index": long([r.group for r in rows]),
         "pair_index": long([r.pair for r in rows]),
         "pair_sign": long([r.row.pair_sign for r in rows]),
+        "truncated": long([int(not r.row.finished) for r in rows]),
     }

@@ -44,6 +44,12 @@ def _rewards() -> list[str]:
     return reward_names()
 
 
+def _report_targets() -> list[str]:
+    from expo_rl.engine.loggers import REPORT_TARGETS
+
+    return list(REPORT_TARGETS)
+
+
 def _help(text: str, **kw: Any) -> Any:
     return field(metadata={"help": text, **kw.pop("metadata", {})}, **kw)
 
@@ -63,10 +69,13 @@ class DataConfig:
     name: str = _help("load_problems name: math_train, math500, gsm8k_train, gsm8k_test, a .jsonl path, hf:<id>[:split]",
                       default="math_train")
     split: str | None = _help("split for data sets that have several", default=None)
-    data_dir: str | None = _help("directory holding math/ and gsm8k/ (default: the shared data)", default=None)
+    data_dir: str | None = _help("folder searched first for the named data sets (default $EXPO_RL_DATA); files it lacks come from the packaged copy, then the hub", default=None)
     levels: list[int] | None = _help("keep only these MATH levels (problems without a level are dropped)", default=None)
     limit: int | None = _help("use at most this many questions (after the level filter)", default=None)
-    instruction: str | None = _help("prompt instruction after the question (default: the policy layer's)", default=None)
+    instruction: str | None = _help("prompt instruction after the question (default: the policy layer's; "
+                                    "none for conversational 'messages' rows)", default=None)
+    system_prompt: str | None = _help("system turn of every prompt (rows whose 'messages' have their own "
+                                      "system turn keep theirs)", default=None)
     task: str | None = _help(
         "task plugin instead of a data set: a built-in name (modular) or a .py file defining a DemoTask "
         "(docs/ADDING_A_TASK.md); its generator makes the questions, its prompts are used as they are, "
@@ -90,12 +99,28 @@ class SamplingConfig:
 
 
 @dataclass
+class RewardConfig:
+    name: str = _help("a registry name (correctness, format, overlong_penalty, ...) or 'module:function'")
+    weight: float = _help("multiplier of this reward in the term's weighted sum", default=1.0)
+    args: dict[str, Any] = _help("keyword arguments bound to the reward function", default_factory=dict)
+    label: str | None = _help("name in the log, <term>/reward/<label> (default: name, or the function "
+                              "of 'module:function')", default=None)
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name.rpartition(":")[2]
+
+
+@dataclass
 class TermConfig:
     source: str = _help("data source (registry name)", metadata={"choices": _sources})
     coefficient: str = _help("gradient coefficient (registry name)", metadata={"choices": _coefficients})
     name: str | None = _help("label in metrics and cache files (default: the coefficient name)", default=None)
     reward: str | None = _help("reward for rows the source did not score: a registry name or 'module:function'",
                                default="correctness")
+    rewards: list[RewardConfig] | None = _help(
+        "several weighted rewards [{name, weight, args, label}], summed; replaces 'reward' and logs "
+        "each as <term>/reward/<label>", default=None)
     weight: float = _help("multiplier of this term's loss", default=1.0)
     source_args: dict[str, Any] = _help("options of the data source", default_factory=dict)
     coefficient_args: dict[str, Any] = _help("hyper-parameters of the gradient coefficient", default_factory=dict)
@@ -130,7 +155,14 @@ class TrainConfig:
     output_dir: str = _help("where metrics, checkpoints and caches go", default="runs/default")
     save_every: int = _help("checkpoint every N steps (0: only at the end)", default=0)
     keep_last: int = _help("keep the newest N complete checkpoints (0: keep all)", default=2)
-    tensorboard: bool = _help("also write TensorBoard scalars to <output_dir>/tensorboard", default=True)
+    tensorboard: bool = _help("deprecated shorthand for report_to: [tensorboard] (used only when report_to "
+                              "is null)", default=True)
+    report_to: list[str] | None = _help(
+        "where scalars go besides metrics.jsonl: any of tensorboard, wandb, trackio (null: tensorboard "
+        "when train.tensorboard)", default=None, metadata={"choices": _report_targets})
+    project: str = _help("wandb / trackio project name (the run is named after output_dir)", default="expo-rl")
+    plot: bool = _help("draw learning curves (PNG) into <output_dir>/plots at the end of 'expo-rl train'",
+                       default=True)
     log_entropy: bool = _help("log the sampling policy's per-token entropy (one extra no-grad forward "
                               "pass per step when mu = 1)", default=True)
     progress: bool = _help("show progress bars", default=True)
@@ -221,9 +253,19 @@ def validate(config: RunConfig) -> RunConfig:
         from_dict(get_source(term.source).options, term.source_args, f"terms.{i}.source_args")
         check_kwargs(get_coefficient(term.coefficient), term.coefficient_args,
                      f"terms.{i}.coefficient_args")
-        if term.reward is not None and ":" not in term.reward and term.reward not in _rewards():
-            raise ConfigError(f"config key 'terms.{i}.reward': {term.reward!r} is not allowed; allowed "
-                              f"values: {', '.join(_rewards())}, null, or 'module:function'")
+        check_reward_name(term.reward, f"terms.{i}.reward")
+        if term.rewards is not None:
+            if term.reward not in (None, "correctness"):
+                raise ConfigError(f"config key 'terms.{i}': set either 'reward' ({term.reward!r}) or "
+                                  "'rewards' (a list of {name, weight}), not both")
+            if not term.rewards:
+                raise ConfigError(f"config key 'terms.{i}.rewards': give at least one reward, or null")
+            labels = [r.key for r in term.rewards]
+            if len(set(labels)) != len(labels):
+                raise ConfigError(f"config key 'terms.{i}.rewards': labels must differ (got {labels}); "
+                                  "set 'label' on repeated rewards")
+            for k, spec in enumerate(term.rewards):
+                check_reward_name(spec.name, f"terms.{i}.rewards.{k}.name")
     return config
 
 
@@ -240,6 +282,13 @@ def _validate_eval(config: RunConfig) -> None:
     if (e.every or e.final_n) and e.data is None and config.data.task is None:
         raise ConfigError("config key 'eval.data' is required when eval.every or eval.final_n is set: a "
                           "load_problems name or path (task runs default to the task's held-out set)")
+
+
+def check_reward_name(name: str | None, key: str) -> None:
+    """A reward is null, a registry name, or 'module:function' (imported when the run is built)."""
+    if name is not None and ":" not in name and name not in _rewards():
+        raise ConfigError(f"config key '{key}': {name!r} is not allowed; allowed values: "
+                          f"{', '.join(_rewards())}, null, or 'module:function'")
 
 
 def resume_warnings(config: RunConfig) -> list[str]:

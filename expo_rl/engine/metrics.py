@@ -1,4 +1,5 @@
-"""Per-step metrics: one JSON line per step in ``metrics.jsonl`` plus TensorBoard scalars.
+"""Per-step metrics: one JSON line per step in ``metrics.jsonl``, plus the scalars to each backend of
+``report_to`` (TensorBoard, wandb, trackio: :mod:`expo_rl.engine.loggers`).
 
 Keys are flat strings such as ``reward/mean``, ``grpo/objective``, ``optim/lr``, ``time/step_s``.
 Keys under ``time/`` are wall-clock timings and are the only values that differ between an
@@ -12,8 +13,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from expo_rl.engine.loggers import open_backends
 
 TIMING_PREFIX = "time/"
 
@@ -22,10 +26,12 @@ class MetricsLogger:
     """Writes metrics on the main process; a no-op elsewhere (``enabled=False``)."""
 
     def __init__(self, out_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True,
-                 resume_step: int | None = None) -> None:
+                 resume_step: int | None = None, report_to: Sequence[str] | None = None,
+                 project: str = "expo-rl", run_config: dict[str, Any] | None = None) -> None:
+        """``report_to`` None: TensorBoard when ``tensorboard`` (the older switch), else nothing."""
         self.enabled = enabled
         self.path = Path(out_dir) / "metrics.jsonl"
-        self._tb = None
+        self._backends: list[Any] = []
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,11 +40,9 @@ class MetricsLogger:
         else:
             kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=(
-                resume_step + 1 if resume_step is not None else None))
+        targets = report_to if report_to is not None else (["tensorboard"] if tensorboard else [])
+        self._backends = open_backends(targets, out_dir, project=project, config=run_config,
+                                       resume_step=resume_step)
 
     def log(self, step: int, values: dict[str, Any]) -> None:
         """Append ``{"step": step, **values}``; non-finite floats are written as null."""
@@ -49,16 +53,15 @@ class MetricsLogger:
             handle.write(json.dumps(row) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        if self._tb is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(key, value, step)
-            self._tb.flush()
+        scalars = {k: v for k, v in row.items()
+                   if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for backend in self._backends:
+            backend.log(step, scalars)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        for backend in self._backends:
+            backend.close()
+        self._backends = []
 
 
 def _plain(value: Any) -> Any:

@@ -20,12 +20,12 @@ from accelerate.utils import gather_object
 from expo_rl.data import Problem, load_problems
 from expo_rl.engine.config import RunConfig, TermConfig
 from expo_rl.engine.typed_config import ConfigError, from_dict
-from expo_rl.policy import build_prompt, sample
+from expo_rl.policy import build_prompt, messages_prompt, sample
 from expo_rl.policy.logprobs import unwrap
 from expo_rl.sources import Row, Source, SourceEnv, get_source
 from expo_rl.tasks import DemoTask, load_task
 from expo_rl.tasks.pools import held_out_sets, training_pool
-from expo_rl.verify import REWARDS, batch_rewards, get_reward
+from expo_rl.verify import REWARDS, RewardPart, WeightedReward, get_reward, with_args
 
 TASK_REWARD = "task"  # terms.N.reward of a task run: the task's own verifier
 
@@ -80,6 +80,22 @@ def resolve_reward(name: str | None, problems: ProblemSet | None = None) -> Call
     return get_reward(name)
 
 
+def term_reward(term: TermConfig, problem_set: ProblemSet | None = None) -> WeightedReward | None:
+    """The term's reward: ``rewards`` (weighted parts) or the ``reward`` shorthand (one part)."""
+    if term.rewards is not None:
+        return WeightedReward([RewardPart(spec.key, with_args(resolve_reward(spec.name, problem_set), spec.args), spec.weight)
+                               for spec in term.rewards])
+    fn = resolve_reward(term.reward, problem_set)
+    return None if fn is None else WeightedReward([RewardPart(term.reward.rpartition(":")[2], fn)])
+
+
+def reward_fields(row: Row, max_new_tokens: int) -> dict[str, Any]:
+    """What a reward function receives besides (completion, reference): the problem's fields,
+    the completion's length in tokens, whether it ended at EOS, and the generation cap."""
+    return {**row.fields, "completion_tokens": len(row.completion_ids), "finished": row.finished,
+            "max_new_tokens": max_new_tokens}
+
+
 def load_problem_set(config: RunConfig) -> ProblemSet:
     """The run's questions. Data sets: loader -> level filter -> limit (in file order; sources
     shuffle), held-out set from ``eval.data`` (grouped by level). Task runs: ``train.steps``
@@ -124,11 +140,21 @@ def task_problem_set(config: RunConfig) -> ProblemSet:
 
 
 def prompt_function(config: RunConfig, tokenizer: Any, task: DemoTask | None) -> Callable[[Problem], str]:
-    """``prompt(problem) -> str``: a task's own text, else the policy layer's zero-shot prompt."""
+    """``prompt(problem) -> str`` (``SourceEnv.prompt``): a task's own text; a conversational
+    problem's turns (``extra["messages"]``, TRL's format) through :func:`messages_prompt`; else the
+    policy layer's zero-shot prompt (:func:`build_prompt`; ``data.instruction`` None: its default).
+    ``data.system_prompt`` is the system turn of every prompt that has none."""
     if task is not None:
         return task.prompt
-    kwargs = {} if config.data.instruction is None else {"instruction": config.data.instruction}
-    return lambda problem: build_prompt(tokenizer, problem.question, **kwargs)
+    instruction, system = config.data.instruction, config.data.system_prompt
+    kwargs = {} if instruction is None else {"instruction": instruction}
+
+    def prompt(problem: Problem) -> str:
+        if "messages" in problem.extra:
+            return messages_prompt(tokenizer, problem.extra["messages"], system=system, instruction=instruction)
+        return build_prompt(tokenizer, problem.question, system=system, **kwargs)
+
+    return prompt
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -145,7 +171,7 @@ class Term:
 
     config: TermConfig
     source: Source
-    reward: Callable[..., float] | None
+    reward: WeightedReward | None
     env: SourceEnv
 
     @property
@@ -231,16 +257,19 @@ def build_terms(config: RunConfig, problem_set: ProblemSet, *, tokenizer: Any,
 
     terms = []
     for i, term_config in enumerate(config.terms):
-        reward = resolve_reward(term_config.reward, problem_set)
+        reward = term_reward(term_config, problem_set)
+        log_parts = term_config.rewards is not None
 
-        def score(rows: list[Row], reward: Callable | None = reward) -> None:
+        def score(rows: list[Row], reward: WeightedReward | None = reward, log_parts: bool = log_parts) -> None:
             todo = [r for r in rows if r.reward is None]
             if reward is None or not todo:
                 return
-            values = batch_rewards(reward, [r.completion for r in todo], [r.reference for r in todo],
-                                   [r.fields for r in todo])
-            for row, value in zip(todo, values):
+            totals, parts = reward.score([r.completion for r in todo], [r.reference for r in todo],
+                                         [reward_fields(r, s.max_new_tokens) for r in todo])
+            for j, (row, value) in enumerate(zip(todo, totals)):
                 row.reward = float(value)
+                if log_parts:
+                    row.reward_parts = {label: float(values[j]) for label, values in parts.items()}
 
         env = SourceEnv(
             name=term_config.label, tokenizer=tokenizer, prompt=prompt, sample=sample_fn,

@@ -11,6 +11,7 @@
 ``<term>/all_wrong_fraction``    share of those groups with no correct output (where GRPO has no
                             positive signal and ExPO's explanations are meant to help)
 ``<term>/accuracy/L<level>``  accuracy of the scored rows of each problem level (``Row.fields["level"]``)
+``<term>/reward/<label>``   mean of each weighted reward on its own (terms with ``rewards:``)
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ def _local_summary(rows: list[Row]) -> dict[str, Any]:
         if level is not None and r.reward is not None:
             levels[str(level)][0] += r.reward > 0.5
             levels[str(level)][1] += 1
+    parts: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for r in rows:
+        for label, value in r.reward_parts.items():
+            parts[label][0] += value
+            parts[label][1] += 1
     return {
+        "parts": dict(parts),
         "levels": dict(levels),
         "all_wrong": sum(1 for g in multi if max(g) <= 0.5),
         "rows": len(rows),
@@ -56,12 +63,7 @@ def row_metrics(accelerator: Any, terms: list[Any], rows_per_term: list[list[Row
     parts = gather_object([local]) if accelerator.num_processes > 1 else [local]
     metrics: dict[str, float] = {}
     for i, term in enumerate(terms):
-        total = {k: sum(part[i][k] for part in parts) for k in local[i] if k != "levels"}
-        levels: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for part in parts:
-            for level, (correct, scored) in part[i]["levels"].items():
-                levels[level][0] += correct
-                levels[level][1] += scored
+        total = {k: sum(part[i][k] for part in parts) for k in local[i] if k not in ("levels", "parts")}
         name = term.name
         metrics[f"{name}/rows"] = total["rows"]
         if total["rows"]:
@@ -70,11 +72,23 @@ def row_metrics(accelerator: Any, terms: list[Any], rows_per_term: list[list[Row
         if total["scored"]:
             metrics[f"{name}/reward_mean"] = total["reward_sum"] / total["scored"]
             metrics[f"{name}/accuracy"] = total["correct"] / total["scored"]
+        for label, (value, count) in _summed(parts, i, "parts").items():
+            metrics[f"{name}/reward/{label}"] = value / count
         if total["groups"]:
             metrics[f"{name}/groups"] = total["groups"]
             metrics[f"{name}/zero_signal_groups"] = total["zero_signal"]
             metrics[f"{name}/zero_signal_fraction"] = total["zero_signal"] / total["groups"]
             metrics[f"{name}/all_wrong_fraction"] = total["all_wrong"] / total["groups"]
-        for level, (correct, scored) in sorted(levels.items()):
+        for level, (correct, scored) in _summed(parts, i, "levels").items():
             metrics[f"{name}/accuracy/L{level}"] = correct / scored
     return metrics
+
+
+def _summed(parts: list[list[dict[str, Any]]], term: int, key: str) -> dict[str, list[float]]:
+    """``label -> [sum, count]`` of a term's ``key`` table summed over processes, labels sorted."""
+    total: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for part in parts:
+        for label, (value, count) in part[term][key].items():
+            total[label][0] += value
+            total[label][1] += count
+    return dict(sorted(total.items()))

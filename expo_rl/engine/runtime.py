@@ -191,7 +191,8 @@ def train(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         for term in run.terms:
             term.source.load_state_dict(state["sources"][term.name])
     logger = MetricsLogger(run.output_dir, enabled=accelerator.is_main_process,
-                           tensorboard=config.train.tensorboard,
+                           tensorboard=config.train.tensorboard, report_to=config.train.report_to,
+                           project=config.train.project, run_config=config_dict(config),
                            resume_step=start if latest is not None else None)
     saved = latest
     bar = tqdm(range(start + 1, config.train.steps + 1), desc=config.method or "train", unit="step",

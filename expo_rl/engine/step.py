@@ -57,7 +57,8 @@ only ``old_logprobs``/``old_values`` are missing). ``ref_logprobs`` are never fi
 
 Batch keys (tensors on the model's device): ``input_ids``, ``attention_mask``,
 ``completion_mask`` [B, T]; per row [B]: ``term_index`` (long, index into the terms; default 0),
-``rewards``, ``group_index`` (-1 = none), ``pair_index`` (-1 = none), ``pair_sign`` (+1/-1/0);
+``rewards``, ``group_index`` (-1 = none), ``pair_index`` (-1 = none), ``pair_sign`` (+1/-1/0),
+``truncated`` (1 = the sample hit the length cap; optional);
 optional fixed per-token tensors [B, T]: ``old_logprobs``, ``ref_logprobs``, ``old_values``,
 and ``advantages`` ([B] or [B, T], overriding a coefficient's own estimator).
 
@@ -101,7 +102,7 @@ __all__ = ["LOSS_AGGREGATIONS", "Normalisers", "StepOutput", "StepTerm", "batch_
            "build_step_terms", "fixed_inputs", "make_step_term", "prepare_model", "step_needs",
            "training_step"]
 
-PER_ROW_KEYS = ("rewards", "group_index", "pair_index", "pair_sign")
+PER_ROW_KEYS = ("rewards", "group_index", "pair_index", "pair_sign", "truncated")
 FIXED_KEYS = ("old_logprobs", "ref_logprobs", "old_values", "advantages")
 
 

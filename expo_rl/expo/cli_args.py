@@ -38,7 +38,7 @@ def add_selection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True,
                         help="data set: math_train, math500, gsm8k_train, gsm8k_test, a .jsonl path or hf:<id>[:split]")
     parser.add_argument("--split", default=None, help="split for data sets that have several")
-    parser.add_argument("--data-dir", default=None, help="directory holding math/ and gsm8k/ (default: the shared data)")
+    parser.add_argument("--data-dir", default=None, help="folder searched first for the named data sets (default: $EXPO_RL_DATA, then the packaged copy)")
     parser.add_argument("--levels", default=None,
                         help="keep only these MATH levels, e.g. '1,2,3' or '1-3' (problems without a level are dropped)")
     parser.add_argument("--limit", type=int, default=None, help="use at most this many questions")

@@ -4,7 +4,9 @@
 tokenizer's chat template as one user turn with the assistant turn opened
 (``add_generation_prompt=True``); a tokenizer without a chat template gets the plain template
 ``"{text}\\n\\nAnswer:"`` instead. ``chat_prompt`` does the same for any user text, so ExPO's hinted
-prompts (question + answer hint + its own instruction) go through exactly the same wrapping.
+prompts (question + answer hint + its own instruction) go through exactly the same wrapping;
+``messages_prompt`` renders a whole conversation (TRL's conversational format, system turns
+included).
 
 Prompts are strings that already contain every special token the model expects (e.g. Gemma's
 ``<bos>``); ``encode_prompt`` tokenises them without adding a second one, so
@@ -49,6 +51,27 @@ def build_prompt(tokenizer: Any, question: str, *, instruction: str | None = DEF
                  system: str | None = None) -> str:
     """The zero-shot prompt for ``question``: ``chat_prompt(user_message(question, instruction))``."""
     return chat_prompt(tokenizer, user_message(question, instruction), system=system)
+
+
+def messages_prompt(tokenizer: Any, messages: list[dict[str, str]], *, system: str | None = None,
+                    instruction: str | None = None) -> str:
+    """A conversational prompt (TRL's ``[{role, content}, ...]``) ready for the assistant's reply.
+
+    ``system`` is added as the first turn when the conversation has no system turn of its own;
+    ``instruction`` (when given) is appended to the last user turn as in :func:`user_message`.
+    Chat template with ``add_generation_prompt=True`` when the tokenizer has one; otherwise the
+    turns' texts, one paragraph each (system first), in ``PLAIN_TEMPLATE``.
+    """
+    turns = [dict(turn) for turn in messages]
+    if not turns or turns[-1].get("role") != "user":
+        raise ValueError("messages_prompt: the conversation must end with a user turn")
+    if instruction:
+        turns[-1]["content"] = user_message(turns[-1]["content"], instruction)
+    if system and not any(turn.get("role") == "system" for turn in turns):
+        turns.insert(0, {"role": "system", "content": system})
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    return PLAIN_TEMPLATE.format(text="\n\n".join(turn["content"].strip() for turn in turns))
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:

@@ -44,7 +44,8 @@ class Row:
 
     ``group`` ties the G outputs of one question together (GRPO), ``pair`` ties o+ and o-
     (DPO, with ``pair_sign`` +1 chosen / -1 rejected); both are -1 when unused and are local to
-    the source (the runtime offsets them when it combines terms). ``reward`` is None until scored.
+    the source (the runtime offsets them when it combines terms). ``reward`` is None until scored;
+    ``reward_parts`` holds each weighted reward's own value when the term has several.
     """
 
     prompt_ids: list[int]
@@ -58,6 +59,7 @@ class Row:
     pair_sign: int = 0
     finished: bool = True
     fields: dict[str, Any] = field(default_factory=dict)
+    reward_parts: dict[str, float] = field(default_factory=dict)  # label -> value, when a term has several
 
 
 @dataclass

@@ -6,6 +6,7 @@ off the main thread, never raises, counted in ``verifier_stats``); rewards are p
 ``(completion, reference, **row_fields) -> float`` registered by name in ``REWARDS``.
 """
 
+from expo_rl.verify.combine import RewardPart, WeightedReward, with_args
 from expo_rl.verify.equivalence import (
     DEFAULT_TIMEOUT_S,
     Verdict,
@@ -23,15 +24,16 @@ from expo_rl.verify.rewards import (
     correctness_reward,
     format_reward,
     get_reward,
+    overlong_penalty,
     register_reward,
     strict_correctness_reward,
 )
 from expo_rl.verify.stats import VerifierStats, verifier_stats
 
 __all__ = [
-    "DEFAULT_TIMEOUT_S", "REWARDS", "RewardFn", "Verdict", "VerifierStats", "batch_rewards",
+    "DEFAULT_TIMEOUT_S", "REWARDS", "RewardFn", "RewardPart", "Verdict", "WeightedReward", "VerifierStats", "batch_rewards",
     "check_equivalence", "clear_cache", "configure_pool", "correctness_reward",
     "extract_answer", "format_reward", "get_reward", "has_boxed_answer", "is_equivalent",
-    "last_boxed", "normalize_answer", "reference_answer", "register_reward", "shutdown_pool",
-    "strict_correctness_reward", "verifier_stats",
+    "last_boxed", "normalize_answer", "overlong_penalty", "reference_answer", "register_reward", "shutdown_pool",
+    "strict_correctness_reward", "verifier_stats", "with_args",
 ]

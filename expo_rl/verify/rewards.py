@@ -69,6 +69,33 @@ def format_reward(completion: str, reference: str, **row_fields: Any) -> float:
     return float(has_boxed_answer(completion))
 
 
+@register_reward("overlong_penalty")
+def overlong_penalty(completion: str, reference: str, *, completion_tokens: int | None = None,
+                     max_new_tokens: int | None = None, cache: int | None = None,
+                     **row_fields: Any) -> float:
+    """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13), a length penalty in [-1, 0].
+
+    With ``L = completion_tokens``, ``L_max = max_new_tokens`` and ``L_cache = cache`` (default
+    ``L_max // 4``): 0 when ``L <= L_max - L_cache``, ``(L_max - L_cache - L) / L_cache`` inside
+    the cache, -1 past ``L_max``. The runtime passes ``completion_tokens`` and ``max_new_tokens``
+    (``sampling.max_new_tokens``); set ``cache`` (and optionally ``max_new_tokens``) in the
+    reward's ``args``. Add it beside correctness with a weight: ``rewards: [{name: correctness},
+    {name: overlong_penalty, weight: 1.0, args: {cache: 64}}]``.
+    """
+    if completion_tokens is None or max_new_tokens is None:
+        raise ValueError("overlong_penalty needs completion_tokens and max_new_tokens (the training "
+                         "runtime passes both)")
+    buffer = max_new_tokens // 4 if cache is None else int(cache)
+    if not 0 < buffer <= max_new_tokens:
+        raise ValueError(f"overlong_penalty: cache={buffer} must be in 1..max_new_tokens={max_new_tokens}")
+    expected = max_new_tokens - buffer
+    if completion_tokens <= expected:
+        return 0.0
+    if completion_tokens <= max_new_tokens:
+        return (expected - completion_tokens) / buffer
+    return -1.0
+
+
 def batch_rewards(fn: RewardFn, completions: Sequence[str], references: Sequence[str],
                   rows: Sequence[dict[str, Any]] | None = None, *,
                   workers: int | None = None) -> list[float]:
