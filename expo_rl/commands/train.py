@@ -95,6 +95,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest complete checkpoint in train.output_dir "
                              "(starts fresh when there is none)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in train.output_dir (its checkpoints, metrics "
+                             "and TensorBoard files; keyed caches stay); without it or --resume a "
+                             "used output directory is refused")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as YAML and exit without training")
     parser.set_defaults(run=run)
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from expo_rl.engine.runtime import train
 
-    summary = train(config, resume=args.resume)
+    summary = train(config, resume=args.resume, overwrite=args.overwrite)
     if summary.get("is_main_process", True):
         print(f"done: {summary['steps']} steps; metrics {summary['metrics']}; "
               f"last checkpoint {summary['checkpoint']}")

@@ -125,6 +125,9 @@ class TrainConfig:
     log_entropy: bool = _help("log the sampling policy's per-token entropy (one extra no-grad forward "
                               "pass per step when mu = 1)", default=True)
     progress: bool = _help("show progress bars", default=True)
+    on_nonfinite: Literal["stop", "skip"] = _help(
+        "an update with a non-finite loss or gradient norm: stop the run (nothing saved), or skip "
+        "the update and go on (logged as optim/skipped_updates)", default="stop")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from expo_rl.engine import checkpoint
+from expo_rl.engine import checkpoint, guards, run_dir
 from expo_rl.engine.batching import pack, split_micro_batches, tag_rows
 from expo_rl.engine.config import RunConfig, config_dict, resume_warnings
 from expo_rl.engine.metrics import MetricsLogger
@@ -59,6 +59,7 @@ class Run:
     optimizer: Any
     scheduler: Any
     output_dir: Path
+    skipped_updates: int = 0  # updates dropped by the non-finite guard (expo_rl.engine.guards)
 
 
 def make_accelerator(config: RunConfig) -> Any:
@@ -151,11 +152,28 @@ def enable_activation_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def train(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
+def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run ``config`` to ``train.steps``; with ``resume``, continue from the last complete
-    checkpoint in ``train.output_dir``. Returns a small summary."""
+    checkpoint in ``train.output_dir``; ``overwrite`` replaces a run already there (without
+    either, a used output directory is refused). The directory is locked while training
+    (expo_rl.engine.run_dir). Returns a small summary."""
+    lock = None
+    if run_dir.is_main_process():
+        lock = run_dir.lock_output(config.train.output_dir, run_dir.command_line())
+    try:
+        if lock is not None:
+            run_dir.claim_train_dir(config.train.output_dir, resume=resume, overwrite=overwrite)
+        return _train(config, resume=resume)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config: RunConfig, *, resume: bool) -> dict[str, Any]:
     accelerator = make_accelerator(config)
     run = setup(config, accelerator)
+    if accelerator.is_main_process:
+        run_dir.check_can_save(run.output_dir / "checkpoints", **run_dir.model_size(run.model))
     if accelerator.is_main_process:
         for note in resume_warnings(config):
             print(f"warning: {note}")
@@ -180,9 +198,10 @@ def train(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     for step in bar:
         metrics = train_step(run, step)
         logger.log(step, metrics)
+        clean = guards.check_step(step, metrics, config.train.on_nonfinite, saved)
         bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.endswith("reward_mean")})
         every = config.train.save_every
-        if step == config.train.steps or (every and step % every == 0):
+        if clean and (step == config.train.steps or (every and step % every == 0)):
             saved = save(run, step)
     logger.close()
     return {"steps": config.train.steps, "metrics": str(logger.path), "checkpoint": str(saved),
@@ -199,7 +218,7 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def save(run: Run, step: int) -> Path:
     state = {"step": step, "sources": {t.name: t.source.state_dict() for t in run.terms},
-             "config": config_dict(run.config)}
+             "config": config_dict(run.config), "finite": guards.parameters_finite(run.model)}
     return checkpoint.save_checkpoint(run.accelerator, run.output_dir / "checkpoints", step,
                                       model=run.model, tokenizer=run.tokenizer, trainer_state=state,
                                       keep_last=run.config.train.keep_last or None)
@@ -208,6 +227,7 @@ def save(run: Run, step: int) -> Path:
 def train_step(run: Run, step: int) -> dict[str, float]:
     """One training step: sample, score, log-probs, ``mu`` updates; returns its metrics."""
     started = time.perf_counter()
+    skipped_before = run.skipped_updates
     rows_per_term = collect_rows(run, step)
     sampled = time.perf_counter()
     pad_id = run.tokenizer.pad_token_id
@@ -224,6 +244,7 @@ def train_step(run: Run, step: int) -> dict[str, float]:
     metrics.update(mean_over_processes(run.accelerator, source_metrics(run)))
     metrics["optim/lr"] = lr  # of the step's last update
     metrics["optim/grad_norm"] = grad_norm  # before clipping, at the last update
+    metrics[guards.SKIPPED_KEY] = run.skipped_updates - skipped_before
     metrics["time/sample_s"] = sampled - started
     metrics["time/update_s"] = updated - sampled
     metrics["time/step_s"] = time.perf_counter() - started
@@ -262,6 +283,7 @@ def update(run: Run, micro_batches: list[dict[str, torch.Tensor]], totals: Any
     accelerator, cfg = run.accelerator, run.config.train
     stats: dict[str, list[float]] = {}
     grad_norm, lr = 0.0, 0.0
+    losses: list[float] = []
     for _inner in range(cfg.mu):
         for batch in micro_batches:
             with accelerator.accumulate(run.model):
@@ -270,12 +292,17 @@ def update(run: Run, micro_batches: list[dict[str, torch.Tensor]], totals: Any
                 # The step normalises over the whole batch already; accelerate (and DeepSpeed)
                 # divide by the number of micro-batches again, which this factor undoes.
                 accelerator.backward(output.loss * cfg.grad_accum)
+                losses.append(float(output.loss.detach()))
                 if accelerator.sync_gradients:
                     grad_norm = clip_gradients(run)
                     lr = run.optimizer.param_groups[0]["lr"]
-                    run.optimizer.step()
-                    run.scheduler.step()
+                    if guards.update_is_finite(accelerator, losses, grad_norm):
+                        run.optimizer.step()
+                        run.scheduler.step()
+                    else:  # never applied: the parameters stay finite (expo_rl.engine.guards)
+                        run.skipped_updates += 1
                     run.optimizer.zero_grad(set_to_none=True)
+                    losses = []
             for key, value in output.stats.items():
                 stats.setdefault(key, []).append(float(value))
     return {k: sum(v) / len(v) for k, v in stats.items()}, grad_norm, lr
