@@ -173,6 +173,7 @@ def validate(config: RunConfig) -> RunConfig:
     """Cross-field checks and each term's registry options; returns ``config`` unchanged."""
     from expo_rl.core.aggregation import LOSS_AGGREGATIONS
     from expo_rl.core.coefficients import get_coefficient
+    from expo_rl.engine.ranges import check_config, check_source_options
     from expo_rl.sources import get_source
 
     if not config.terms:
@@ -186,8 +187,10 @@ def validate(config: RunConfig) -> RunConfig:
     labels = [t.label for t in config.terms]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"config key 'terms': term names must differ (got {labels}); set terms.N.name")
+    check_config(config)  # every number with a sign or range (expo_rl.engine.ranges)
     for i, term in enumerate(config.terms):
-        from_dict(get_source(term.source).options, term.source_args, f"terms.{i}.source_args")
+        check_source_options(from_dict(get_source(term.source).options, term.source_args,
+                                       f"terms.{i}.source_args"), f"terms.{i}.source_args")
         check_kwargs(get_coefficient(term.coefficient), term.coefficient_args,
                      f"terms.{i}.coefficient_args")
         if term.reward is not None and ":" not in term.reward and term.reward not in _rewards():
