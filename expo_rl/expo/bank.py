@@ -20,6 +20,7 @@ cache can be generated beforehand.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ class ExplanationBank:
     every: int
     generate: Callable[[Any, Sequence[Problem], int], list[Explanation]]
     cache: Path | None = None
+    keys: dict[str, str] | None = None  # problem id -> cache key (sources.cache_key); None: unkeyed
     entries: dict[str, list[Explanation]] = field(default_factory=dict)
     generation_of: dict[str, int] = field(default_factory=dict)
     generation_steps: list[int] = field(default_factory=list)
@@ -73,13 +75,20 @@ class ExplanationBank:
         """Fill the bank from the cache file (offline only: online ones belong to a past policy)."""
         if self.cache is None or self.every != 0:
             return 0
-        loaded = 0
+        loaded = stale = 0
         for explanation in read_explanations(self.cache):
             if explanation.hint_source != self.config.hint:
+                continue
+            if self.keys is not None and explanation.policy.get("cache_key") != self.keys.get(explanation.id):
+                stale += explanation.id in self.keys
                 continue
             self.entries.setdefault(explanation.id, []).append(explanation)
             self.generation_of[explanation.id] = 0
             loaded += 1
+        if stale:
+            print(f"warning: {self.cache}: {stale} cached explanations were produced by another model, "
+                  f"data, sampling or task setting (cache key differs) and are regenerated, not reused",
+                  file=sys.stderr)
         return loaded
 
     def get(self, problems: Sequence[Problem], step: int, policy: Any, *, seed: int) -> dict[str, list[Explanation]]:
@@ -91,6 +100,8 @@ class ExplanationBank:
             made = self.generate(policy, stale, seed)
             for explanation in made:
                 explanation.policy = {**explanation.policy, **version}
+                if self.keys is not None and explanation.id in self.keys:
+                    explanation.policy["cache_key"] = self.keys[explanation.id]
             for problem in stale:
                 self.entries[problem.id] = []
                 self.generation_of[problem.id] = generation

@@ -74,6 +74,8 @@ class SourceEnv:
     seed: int = 0
     cache_dir: str | None = None
     show_progress: bool = True
+    # what produced cached records (model, sampling, task, ...): keys them (sources.cache_key)
+    cache_context: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
