@@ -67,6 +67,9 @@ class DataConfig:
     levels: list[int] | None = _help("keep only these MATH levels (problems without a level are dropped)", default=None)
     limit: int | None = _help("use at most this many questions (after the level filter)", default=None)
     instruction: str | None = _help("prompt instruction after the question (default: the policy layer's)", default=None)
+    on_overlong: Literal["warn", "skip"] = _help(
+        "questions whose prompt + sampling.max_new_tokens exceed the model's context: warn (count "
+        "them, train anyway) or skip them", default="warn")
 
 
 @dataclass

@@ -15,6 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 from expo_rl.sources import Row
+from expo_rl.verify import verifier_stats
 
 
 def _local_summary(rows: list[Row]) -> dict[str, Any]:
@@ -57,3 +58,13 @@ def row_metrics(accelerator: Any, terms: list[Any], rows_per_term: list[list[Row
             metrics[f"{name}/groups"] = total["groups"]
             metrics[f"{name}/zero_signal_groups"] = total["zero_signal"]
     return metrics
+
+
+VERIFIER_KEYS = ("calls", "timeouts", "pred_parse_failures", "gold_parse_failures", "errors")
+
+
+def verifier_metrics(before: dict[str, float]) -> dict[str, float]:
+    """``verify/<counter>``: what the math verifier did since snapshot ``before`` on this process
+    (calls, timeouts, parse failures of predictions and of gold answers, errors)."""
+    after = verifier_stats.snapshot()
+    return {f"verify/{key}": float(after[key] - before.get(key, 0)) for key in VERIFIER_KEYS}

@@ -28,8 +28,9 @@ from expo_rl.engine.batching import pack, split_micro_batches, tag_rows
 from expo_rl.engine.config import RunConfig, config_dict, resume_warnings
 from expo_rl.engine.metrics import MetricsLogger
 from expo_rl.engine.optim import build_optimizer, build_scheduler
+from expo_rl.engine.prompt_limits import screen_overlong
 from expo_rl.engine.recipe import FrozenPolicy, Term, build_terms, disable_dropout, load_problem_set
-from expo_rl.engine.rollout_stats import row_metrics
+from expo_rl.engine.rollout_stats import row_metrics, verifier_metrics
 from expo_rl.engine.step import (
     StepTerm,
     batch_normalisers,
@@ -41,6 +42,7 @@ from expo_rl.engine.step import (
 )
 from expo_rl.policy import completion_logprobs, load_policy
 from expo_rl.sources import Row, StepContext
+from expo_rl.verify import verifier_stats
 
 
 @dataclass
@@ -91,7 +93,10 @@ def setup(config: RunConfig, accelerator: Any) -> Run:
                           eager=needs_reference)
     prepare_model(model, step_terms)  # PPO's value head, before the optimiser
 
-    problems = load_problem_set(config)
+    problems = screen_overlong(load_problem_set(config), model=model, tokenizer=tokenizer,
+                               instruction=config.data.instruction, on_overlong=config.data.on_overlong,
+                               max_new_tokens=config.sampling.max_new_tokens,
+                               announce=accelerator.is_main_process)
     terms = build_terms(config, problems, tokenizer=tokenizer, frozen=frozen,
                         accelerator=accelerator, output_dir=output_dir)
     for term in terms:
@@ -228,6 +233,7 @@ def train_step(run: Run, step: int) -> dict[str, float]:
     """One training step: sample, score, log-probs, ``mu`` updates; returns its metrics."""
     started = time.perf_counter()
     skipped_before = run.skipped_updates
+    verifier_before = verifier_stats.snapshot()
     rows_per_term = collect_rows(run, step)
     sampled = time.perf_counter()
     pad_id = run.tokenizer.pad_token_id
@@ -242,6 +248,7 @@ def train_step(run: Run, step: int) -> dict[str, float]:
     metrics = mean_over_processes(run.accelerator, {**stats, **entropy_metrics(run, micro_batches)})
     metrics.update(row_metrics(run.accelerator, run.terms, rows_per_term))
     metrics.update(mean_over_processes(run.accelerator, source_metrics(run)))
+    metrics.update(mean_over_processes(run.accelerator, verifier_metrics(verifier_before)))
     metrics["optim/lr"] = lr  # of the step's last update
     metrics["optim/grad_norm"] = grad_norm  # before clipping, at the last update
     metrics[guards.SKIPPED_KEY] = run.skipped_updates - skipped_before
