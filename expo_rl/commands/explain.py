@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from pathlib import Path
 
 from tqdm import tqdm
 
+from expo_rl.engine.run_dir import command_line, lock_output
 from expo_rl.expo.cli_args import (
+    COUNT,
     add_explain_args,
     add_model_args,
     add_selection_args,
@@ -39,12 +42,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(parser)
     add_selection_args(parser)
     parser.add_argument("--out", required=True, help="JSONL file to append explanation records to (resumable)")
-    parser.add_argument("--n", type=int, default=1, help="explanations per question")
+    parser.add_argument("--n", type=COUNT, default=1, help="explanations per question")
     add_explain_args(parser, temperature=0.9, max_new_tokens=512)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    # one writer per output file: a second explain appending to it would interleave records
+    with lock_output(Path(args.out).parent, command_line(), lock_file=f"{args.out}.lock"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     config = explain_config_from_args(args)
     problems = problems_from_args(args)
     existing = [e for e in read_explanations(args.out) if e.hint_source == config.hint]

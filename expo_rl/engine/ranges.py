@@ -8,63 +8,18 @@ float must be finite, and an integer source option whose default is >= 1 (a coun
 
     config key 'optim.max_grad_norm': -1.0 is not allowed; allowed: > 0 or null (null: no clipping)
 
-The same ranges serve command-line flags through :func:`arg_type` (argparse exits 2 with the flag
+The same ranges serve command-line flags through ``expo_rl.ranges.arg_type`` (argparse exits 2 with the flag
 and the range).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from expo_rl.engine.typed_config import ConfigError
-
-
-@dataclass(frozen=True)
-class Range:
-    """``lo (<|<=) x (<|<=) hi``; ``None`` bounds are open-ended. ``note`` explains the bound."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    note: str = ""
-
-    def __contains__(self, x: float) -> bool:
-        if not math.isfinite(x):
-            return False
-        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
-            return False
-        return not (self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi))
-
-    def text(self, nullable: bool = False) -> str:
-        if self.lo is not None and self.hi is not None:
-            body = f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
-        elif self.lo is not None:
-            body = f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        elif self.hi is not None:
-            body = f"{'<' if self.hi_open else '<='} {self.hi:g}"
-        else:
-            body = "a finite number"
-        body += " or null" if nullable else ""
-        return f"{body} ({self.note})" if self.note else body
-
-
-def gt(x: float, note: str = "") -> Range:
-    return Range(lo=x, lo_open=True, note=note)
-
-
-def ge(x: float, note: str = "") -> Range:
-    return Range(lo=x, note=note)
-
-
-UNIT = Range(0.0, 1.0)
-FINITE = Range()
+from expo_rl.ranges import FINITE, UNIT, Range, arg_type, ge, gt
 
 # Dotted keys of RunConfig (list/tuple values: every element). A None value is allowed where the
 # field's type allows it (it means "off" / "default").
@@ -167,22 +122,6 @@ def check_source_options(options: Any, path: str) -> None:
         if rng is None and isinstance(default, int) and not isinstance(default, bool):
             rng = ge(1) if default >= 1 else ge(0)
         check_value(f"{path}.{f.name}", value, rng, nullable=_nullable(type(options), f.name))
-
-
-def arg_type(kind: Callable[[str], Any], rng: Range) -> Callable[[str], Any]:
-    """An argparse ``type=`` that parses with ``kind`` and checks ``rng`` (argparse names the flag)."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
-        if value not in rng:
-            raise argparse.ArgumentTypeError(f"{text} is not allowed; allowed: {rng.text()}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
 
 
 __all__ = ["COEFFICIENT_RANGES", "CONFIG_RANGES", "SOURCE_RANGES", "Range", "arg_type", "check_config",
