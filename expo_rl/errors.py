@@ -20,3 +20,11 @@ class NonFiniteError(UserError):
 
     exit_code = 3
 
+
+
+class ModelSpecError(UserError, ValueError):
+    """A model spec names no model this machine can load (a ValueError, as before)."""
+
+
+class ModelNotAvailableError(UserError, OSError):
+    """A hub model that is not in the local cache while offline (an OSError, as before)."""
