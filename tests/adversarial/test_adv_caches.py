@@ -12,7 +12,12 @@ from expo_rl.data.records import Problem
 from expo_rl.engine.cache_context import cache_context
 from expo_rl.engine.config import load_config
 from expo_rl.expo.bank import ExplanationBank
-from expo_rl.expo.explanations import ExplainConfig, Explanation, append_explanations, read_explanations
+from expo_rl.expo.explanations import (
+    ExplainConfig,
+    Explanation,
+    append_explanations,
+    read_explanations,
+)
 from expo_rl.policy.sampling import SampleBatch
 from expo_rl.sources import SourceEnv
 from expo_rl.sources.cache_key import problem_keys
