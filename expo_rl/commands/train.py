@@ -122,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
 
     summary = train(config, resume=args.resume, overwrite=args.overwrite)
     if summary.get("is_main_process", True):
-        print(f"done: {summary['steps']} steps; metrics {summary['metrics']}; "
-              f"last checkpoint {summary['checkpoint']}")
+        skipped = summary.get("skipped_updates", 0)
+        note = f" ({skipped} non-finite updates skipped)" if skipped else ""
+        last = summary["checkpoint"] if summary["checkpoint"] != "None" else (
+            "none (no save point had only finite updates)" if skipped else "none")
+        print(f"done: {summary['steps']} steps{note}; metrics {summary['metrics']}; last checkpoint {last}")
     return 0

@@ -210,7 +210,7 @@ def _train(config: RunConfig, *, resume: bool) -> dict[str, Any]:
             saved = save(run, step)
     logger.close()
     return {"steps": config.train.steps, "metrics": str(logger.path), "checkpoint": str(saved),
-            "is_main_process": accelerator.is_main_process}
+            "is_main_process": accelerator.is_main_process, "skipped_updates": run.skipped_updates}
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
