@@ -184,7 +184,7 @@ def _train(config: RunConfig, *, resume: bool) -> dict[str, Any]:
             print(f"warning: {note}")
     ckpt_root = run.output_dir / "checkpoints"
     start = 0
-    latest = checkpoint.find_latest_checkpoint(ckpt_root) if resume else None
+    latest = checkpoint.find_latest_finite_checkpoint(ckpt_root) if resume else None
     if latest is not None:
         state = checkpoint.load_checkpoint(accelerator, latest)
         start = state["step"]
