@@ -128,3 +128,17 @@ def test_explanation_cache_with_a_torn_line_still_loads(tmp_path):
     assert [e.id for e in read_explanations(path)] == ["p0"]
     append_explanations(path, [_explanation("p2", "k")])
     assert [e.id for e in read_explanations(path)] == ["p0", "p2"]
+
+
+def test_explain_resumes_only_records_of_the_same_settings(tmp_path, problems_file, capsys):
+    out = tmp_path / "expl.jsonl"
+    args = ["explain", "--model", "tiny:qwen2", "--data", str(problems_file), "--limit", "2",
+            "--max-new-tokens", "4", "--out", str(out)]
+    assert main(args) == 0
+    assert "2 to explain" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "0 to explain" in capsys.readouterr().out  # same settings: resumed, nothing redone
+    assert main([*args, "--temperature", "0.5"]) == 0  # other settings: not counted as done
+    captured = capsys.readouterr()
+    assert "2 to explain" in captured.out and "cache key differs" in captured.err
+    assert len(read_explanations(out)) == 4
