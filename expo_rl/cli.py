@@ -32,7 +32,31 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except expected_errors() as error:
+        # A user can fix these: one line, no traceback. Anything else is a bug and keeps it.
+        print(f"expo-rl {args.command}: error: {one_line(error)}", file=sys.stderr)
+        return getattr(error, "exit_code", 2)
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions every command reports as one line with exit status 2 (or the error's
+    ``exit_code``): config, data and setup errors (expo_rl.errors)."""
+    from expo_rl.data.result import DataError
+    from expo_rl.engine.typed_config import ConfigError
+    from expo_rl.errors import UserError
+
+    return (UserError, ConfigError, DataError, FileNotFoundError, NotADirectoryError,
+            IsADirectoryError, PermissionError)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (file errors name their file)."""
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text
 
 
 if __name__ == "__main__":

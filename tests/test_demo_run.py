@@ -136,7 +136,8 @@ def test_a_failing_job_in_a_worker_surfaces_its_error(tmp_path):
         "    def verify(self, problem, completion):\n"
         "        raise ValueError('broken verifier of the user task')\n\n\n"
         "TASK = BrokenVerifier()\n"))
-    with pytest.raises(ValueError, match="broken verifier of the user task"):
+    # the reward layer names the reward and row and keeps the task's own message
+    with pytest.raises(RuntimeError, match="ValueError: broken verifier of the user task"):
         main(["demo", "--task", str(broken), "--budget", "tiny", "--seeds", "2", "--out", str(tmp_path / "o"),
               "--no-progress", "--threads", "1", "--workers", "2"])
 

@@ -30,7 +30,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from expo_rl.data.appendlog import append_records
+from expo_rl.engine.run_dir import command_line, lock_output
+from expo_rl.errors import UserError
 from expo_rl.expo.cli_args import (
+    COUNT,
     add_explain_args,
     add_model_args,
     add_selection_args,
@@ -65,11 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(parser)
     add_selection_args(parser)
     parser.add_argument("--out", required=True, help="output directory (created; reused to resume)")
-    parser.add_argument("--n", type=int, default=4, help="self-explanations and own samples per question")
+    parser.add_argument("--n", type=COUNT, default=4, help="self-explanations and own samples per question")
     parser.add_argument("--instruction", default=None,
                         help="instruction of the plain prompt (default: the policy layer's default)")
-    parser.add_argument("--score-batch-size", type=int, default=4, help="sequences per scoring forward pass")
-    parser.add_argument("--max-score-tokens", type=int, default=2048,
+    parser.add_argument("--score-batch-size", type=COUNT, default=4, help="sequences per scoring forward pass")
+    parser.add_argument("--max-score-tokens", type=COUNT, default=2048,
                         help="cap on prompt + text tokens when scoring (longer expert solutions are cut)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG histograms")
     add_explain_args(parser, temperature=1.0, max_new_tokens=384)
@@ -96,14 +100,17 @@ def _check_settings(out: Path, settings: dict) -> None:
         previous = json.loads(path.read_text())
         different = {k: (previous.get(k), settings.get(k)) for k in _GENERATION_KEYS if previous.get(k) != settings.get(k)}
         if different:
-            raise SystemExit(
-                f"{path} was written with other settings {different} (old, new); use another --out"
-            )
+            raise UserError(f"{path} was written with other settings {different} (old, new); use another --out")
     else:
         path.write_text(json.dumps(settings, indent=2))
 
 
 def run(args: argparse.Namespace) -> int:
+    with lock_output(args.out, command_line()):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     explain = explain_config_from_args(args)
@@ -129,11 +136,10 @@ def run(args: argparse.Namespace) -> int:
                 # samples what the uninterrupted run would have
                 seed = args.seed + problems.index(chunk[0])
                 records = diagnose_batch(model, tokenizer, chunk, config, explain, seed=seed)
-                with records_path.open("a") as handle:
-                    for record in records:
-                        record["policy"] = version
-                        record["draw"] = args.draw
-                        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                for record in records:
+                    record["policy"] = version
+                    record["draw"] = args.draw
+                append_records(records_path, records, ensure_ascii=False)  # a torn tail is cut first
                 bar.update(len(chunk))
     records = _read_records(records_path)
     summary = summarize(records)

@@ -14,6 +14,11 @@ import os
 import sys
 from pathlib import Path
 
+from expo_rl.engine.run_dir import command_line, lock_output
+from expo_rl.ranges import Range, arg_type, ge
+
+COUNT = arg_type(int, ge(1))
+
 EXAMPLES = """\
 examples:
   expo-rl eval --model tiny:qwen2 --data math500 --limit 3 --n 2 --k 1,2 --out runs/eval_tiny
@@ -54,21 +59,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default=None, help="split for 'math'/'gsm8k' or an hf: data set")
     parser.add_argument("--data-dir", default=None,
                         help="folder searched first for the named data sets (default: $EXPO_RL_DATA, then the copy the package carries)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
+    parser.add_argument("--limit", type=COUNT, default=None, help="evaluate only the first N problems")
     parser.add_argument("--levels", type=_int_list, default=None,
                         help="only these difficulty levels, e.g. 4,5")
     parser.add_argument("--shuffle-seed", type=int, default=None,
                         help="pick a seeded random subset (with --limit) instead of the first N")
-    parser.add_argument("--n", type=int, default=4, help="samples per problem (default: 4)")
+    parser.add_argument("--n", type=COUNT, default=4,
+                        help="samples per problem (default: 4; a large n is split over generate calls)")
     parser.add_argument("--k", type=_int_list, default=[1, 4],
                         help="comma-separated k for pass@k, each <= n (default: 1,4)")
-    parser.add_argument("--temperature", type=float, default=0.7,
+    parser.add_argument("--temperature", type=arg_type(float, ge(0, "0 = greedy")), default=0.7,
                         help="sampling temperature (default: 0.7, the paper's evaluation setting)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling p (default: 1.0)")
-    parser.add_argument("--max-new-tokens", type=int, default=512,
+    parser.add_argument("--top-p", type=arg_type(float, Range(0.0, 1.0, lo_open=True)), default=1.0, help="nucleus sampling p (default: 1.0)")
+    parser.add_argument("--max-new-tokens", type=COUNT, default=512,
                         help="completion length limit; longer ones count as truncated (default: 512)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="sequences per generate call (default: 8 problems x n)")
+    parser.add_argument("--batch-size", type=COUNT, default=None,
+                        help="sequences per generate call (default: 8 problems x n, at most 256)")
     parser.add_argument("--draw", default="multinomial", choices=DRAWS,
                         help="how tokens are drawn: torch.multinomial (default), or inverse CDF (same "
                              "distribution, ~5x cheaper with a 262k vocabulary on CPU; another random stream)")
@@ -79,11 +85,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="model dtype (default: float32)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=COUNT, default=None,
                         help="torch CPU threads (default: torch's choice; 1 is often faster on a "
                              "busy machine)")
     parser.add_argument("--out", required=True, help="output folder for eval.json and samples.jsonl")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--skip-overlong", action="store_true",
+                        help="leave out problems whose prompt + --max-new-tokens exceed the model's "
+                             "context (default: evaluate them, warn and count them)")
     parser.set_defaults(run=run)
 
 
@@ -100,10 +109,7 @@ def _resolve_reward(name: str):
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
-
     from expo_rl.data import DataError, load_problems
-    from expo_rl.eval import evaluate
 
     if args.n < 1 or max(args.k) > args.n:
         print(f"error: --k {','.join(map(str, args.k))} needs --n >= {max(args.k)} "
@@ -119,14 +125,41 @@ def run(args: argparse.Namespace) -> int:
     if not loaded.problems:
         print(f"error: no problems selected from {args.data}", file=sys.stderr)
         return 2
-    from expo_rl.policy import load_policy
+    # Taken before the model loads: a second eval into the same --out fails at once.
+    with lock_output(args.out, command_line()):
+        return _load_and_evaluate(args, loaded, reward_fn)
+
+
+def _load_and_evaluate(args: argparse.Namespace, loaded, reward_fn) -> int:
+    import torch
+
+    from expo_rl.policy import build_prompt, load_policy
+    from expo_rl.policy.context import context_length, overlong_message, overlong_prompts
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_policy(args.model, dtype=getattr(torch, args.dtype), device=args.device)
     model.eval()
+    problems = loaded.problems
+    context = context_length(model)
+    overlong = overlong_prompts(tokenizer, [build_prompt(tokenizer, p.question) for p in problems],
+                                context=context, max_new_tokens=args.max_new_tokens)
+    if overlong:
+        remedy = ("left out (--skip-overlong)" if args.skip_overlong else
+                  "evaluated anyway; --skip-overlong leaves them out")
+        print(overlong_message(len(overlong), len(problems), [problems[i].id for i in overlong],
+                               context=context, max_new_tokens=args.max_new_tokens, remedy=remedy),
+              file=sys.stderr)
+        if args.skip_overlong:
+            dropped = set(overlong)
+            problems = [p for i, p in enumerate(problems) if i not in dropped]
+            if not problems:
+                print("error: every problem is too long for the model's context", file=sys.stderr)
+                return 2
     print(f"{loaded.summary()}; model {args.model}; n={args.n}, T={args.temperature}, "
           f"max_new_tokens={args.max_new_tokens}", file=sys.stderr)
+    from expo_rl.eval import evaluate
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # Samples are streamed as each chunk finishes: an interrupted long run keeps what it did.
@@ -138,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             handle.flush()
 
         with torch.no_grad():
-            result = evaluate(model, tokenizer, loaded.problems, n=args.n, ks=args.k,
+            result = evaluate(model, tokenizer, problems, n=args.n, ks=args.k,
                               temperature=args.temperature, top_p=args.top_p,
                               max_new_tokens=args.max_new_tokens, seed=args.seed,
                               batch_size=args.batch_size, draw=args.draw, reward_fn=reward_fn,
@@ -146,7 +179,9 @@ def run(args: argparse.Namespace) -> int:
     result.settings.update(model=args.model, data=args.data, split=args.split, limit=args.limit,
                            levels=args.levels, device=args.device, dtype=args.dtype)
     report = result.to_json()
-    report["data"] = {"source": loaded.source, "skipped_rows": loaded.skipped}
+    report["data"] = {"source": loaded.source, "skipped_rows": loaded.skipped,
+                      "overlong_prompts": len(overlong),
+                      "overlong_skipped": len(overlong) if args.skip_overlong else 0}
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"\npass@k on {args.data} ({result.n_problems} problems x {result.n_samples} samples, "
           f"T={args.temperature}; accuracy {result.accuracy:.3f}; "
@@ -157,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
         print(result.table("subject"))
     verifier = result.verifier
     print(f"\nverifier: {int(verifier['calls'])} calls, {int(verifier['timeouts'])} timeouts, "
-          f"{int(verifier['pred_parse_failures'])} unparsed answers; "
+          f"{int(verifier['pred_parse_failures'])} unparsed predictions, "
+          f"{int(verifier['gold_parse_failures'])} unparsed gold answers, "
+          f"{int(verifier['no_answer'])} completions without an answer"
+          f"{f', {len(overlong)} over-long prompts' if overlong else ''}; "
           f"wall time {result.wall_time_s:.1f}s; wrote {out / 'eval.json'}")
     return 0

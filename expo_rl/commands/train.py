@@ -104,6 +104,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest complete checkpoint in train.output_dir "
                              "(starts fresh when there is none)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in train.output_dir (its checkpoints, metrics "
+                             "and TensorBoard files; keyed caches stay); without it or --resume a "
+                             "used output directory is refused")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as YAML and exit without training")
     parser.set_defaults(run=run)
@@ -126,10 +130,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from expo_rl.engine.runtime import train
 
-    summary = train(config, resume=args.resume)
+    summary = train(config, resume=args.resume, overwrite=args.overwrite)
     if summary.get("is_main_process", True):
-        print(f"done: {summary['steps']} steps; metrics {summary['metrics']}; "
-              f"last checkpoint {summary['checkpoint']}")
+        skipped = summary.get("skipped_updates", 0)
+        note = f" ({skipped} non-finite updates skipped)" if skipped else ""
+        last = summary["checkpoint"] if summary["checkpoint"] != "None" else (
+            "none (no save point had only finite updates)" if skipped else "none")
+        print(f"done: {summary['steps']} steps{note}; metrics {summary['metrics']}; last checkpoint {last}")
         if config.train.plot:
             draw_curves(summary["metrics"])
     return 0

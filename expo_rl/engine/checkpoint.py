@@ -104,13 +104,33 @@ def save_checkpoint(accelerator: Any, root: str | Path, step: int, *, model: Any
 
 
 def _prune(root: Path, keep_last: int | None) -> None:
-    """Delete stale temp directories and all but the newest ``keep_last`` checkpoints."""
+    """Delete stale temp directories and all but the newest ``keep_last`` checkpoints; the newest
+    finite checkpoint is never deleted (a diverged run keeps something to go back to)."""
     for child in root.iterdir():
         if child.name.startswith(".tmp-") and child.is_dir():
             shutil.rmtree(child, ignore_errors=True)
     if keep_last is not None and keep_last > 0:
-        for _step, path in list_checkpoints(root)[:-keep_last]:
-            shutil.rmtree(path, ignore_errors=True)
+        found = list_checkpoints(root)
+        finite = [path for _step, path in found if is_finite(path)]
+        keep = {path for _step, path in found[-keep_last:]} | set(finite[-1:])
+        for _step, path in found:
+            if path not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def is_finite(path: str | Path) -> bool:
+    """Whether a checkpoint's parameters were all finite when saved (``finite`` in its trainer
+    state; checkpoints written before that key existed count as finite)."""
+    try:
+        return bool(json.loads((Path(path) / STATE_FILE).read_text()).get("finite", True))
+    except (OSError, ValueError):
+        return False
+
+
+def find_latest_finite_checkpoint(root: str | Path) -> Path | None:
+    """The newest complete checkpoint whose parameters were finite, or None."""
+    finite = [path for _step, path in list_checkpoints(root) if is_finite(path)]
+    return finite[-1] if finite else None
 
 
 def load_checkpoint(accelerator: Any, path: str | Path) -> dict[str, Any]:

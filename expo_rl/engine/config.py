@@ -85,6 +85,9 @@ class DataConfig:
         "pool is train.steps such blocks in order; default: one per level)", default=None)
     task_held_out: int = _help("task runs: held-out questions per level, never trained on (the evaluation "
                                "set of eval.*)", default=64)
+    on_overlong: Literal["warn", "skip"] = _help(
+        "questions whose prompt + sampling.max_new_tokens exceed the model's context: warn (count "
+        "them, train anyway) or skip them", default="warn")
 
 
 @dataclass
@@ -166,6 +169,9 @@ class TrainConfig:
     log_entropy: bool = _help("log the sampling policy's per-token entropy (one extra no-grad forward "
                               "pass per step when mu = 1)", default=True)
     progress: bool = _help("show progress bars", default=True)
+    on_nonfinite: Literal["stop", "skip"] = _help(
+        "an update with a non-finite loss or gradient norm: stop the run (nothing saved), or skip "
+        "the update and go on (logged as optim/skipped_updates)", default="stop")
 
 
 @dataclass
@@ -232,6 +238,7 @@ def validate(config: RunConfig) -> RunConfig:
     """Cross-field checks and each term's registry options; returns ``config`` unchanged."""
     from expo_rl.core.aggregation import LOSS_AGGREGATIONS
     from expo_rl.core.coefficients import get_coefficient
+    from expo_rl.engine.ranges import check_config, check_source_options
     from expo_rl.sources import get_source
 
     if not config.terms:
@@ -249,8 +256,10 @@ def validate(config: RunConfig) -> RunConfig:
     labels = [t.label for t in config.terms]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"config key 'terms': term names must differ (got {labels}); set terms.N.name")
+    check_config(config)  # every number with a sign or range (expo_rl.engine.ranges)
     for i, term in enumerate(config.terms):
-        from_dict(get_source(term.source).options, term.source_args, f"terms.{i}.source_args")
+        check_source_options(from_dict(get_source(term.source).options, term.source_args,
+                                       f"terms.{i}.source_args"), f"terms.{i}.source_args")
         check_kwargs(get_coefficient(term.coefficient), term.coefficient_args,
                      f"terms.{i}.coefficient_args")
         check_reward_name(term.reward, f"terms.{i}.reward")

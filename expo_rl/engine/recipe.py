@@ -18,6 +18,7 @@ import torch
 from accelerate.utils import gather_object
 
 from expo_rl.data import Problem, load_problems
+from expo_rl.engine.cache_context import cache_context
 from expo_rl.engine.config import RunConfig, TermConfig
 from expo_rl.engine.typed_config import ConfigError, from_dict
 from expo_rl.policy import build_prompt, messages_prompt, sample
@@ -278,6 +279,7 @@ def build_terms(config: RunConfig, problem_set: ProblemSet, *, tokenizer: Any,
             world_size=accelerator.num_processes, seed=config.train.seed,
             cache_dir=str(output_dir / "cache"), show_progress=config.train.progress,
             task=problem_set.task,
+            cache_context=cache_context(config, term_config),
         )
         spec = get_source(term_config.source)
         options = from_dict(spec.options, term_config.source_args, f"terms.{i}.source_args")

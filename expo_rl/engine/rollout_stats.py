@@ -20,6 +20,7 @@ from collections import defaultdict
 from typing import Any
 
 from expo_rl.sources import Row
+from expo_rl.verify import verifier_stats
 
 
 def _local_summary(rows: list[Row]) -> dict[str, Any]:
@@ -92,3 +93,13 @@ def _summed(parts: list[list[dict[str, Any]]], term: int, key: str) -> dict[str,
             total[label][0] += value
             total[label][1] += count
     return dict(sorted(total.items()))
+
+
+VERIFIER_KEYS = ("calls", "timeouts", "pred_parse_failures", "gold_parse_failures", "errors")
+
+
+def verifier_metrics(before: dict[str, float]) -> dict[str, float]:
+    """``verify/<counter>``: what the math verifier did since snapshot ``before`` on this process
+    (calls, timeouts, parse failures of predictions and of gold answers, errors)."""
+    after = verifier_stats.snapshot()
+    return {f"verify/{key}": float(after[key] - before.get(key, 0)) for key in VERIFIER_KEYS}

@@ -13,6 +13,7 @@ split), and checkpoints are collective.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,11 +24,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from expo_rl.engine import checkpoint, held_out
+from expo_rl.engine import checkpoint, guards, held_out, run_dir
 from expo_rl.engine.batching import pack, split_micro_batches, tag_rows
 from expo_rl.engine.config import RunConfig, config_dict, resume_warnings
 from expo_rl.engine.metrics import MetricsLogger
 from expo_rl.engine.optim import build_optimizer, build_scheduler
+from expo_rl.engine.prompt_limits import screen_overlong
 from expo_rl.engine.recipe import (
     FrozenPolicy,
     ProblemSet,
@@ -37,7 +39,7 @@ from expo_rl.engine.recipe import (
     load_problem_set,
     prompt_function,
 )
-from expo_rl.engine.rollout_stats import row_metrics
+from expo_rl.engine.rollout_stats import row_metrics, verifier_metrics
 from expo_rl.engine.step import (
     StepTerm,
     batch_normalisers,
@@ -49,6 +51,7 @@ from expo_rl.engine.step import (
 )
 from expo_rl.policy import completion_logprobs, load_policy
 from expo_rl.sources import Row, StepContext
+from expo_rl.verify import verifier_stats
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Run:
     output_dir: Path
     problem_set: ProblemSet
     temperature: float = 1.0  # of every log-prob of the step (step_temperature)
+    skipped_updates: int = 0  # updates dropped by the non-finite guard (expo_rl.engine.guards)
 
 
 def make_accelerator(config: RunConfig) -> Any:
@@ -101,6 +105,12 @@ def setup(config: RunConfig, accelerator: Any) -> Run:
     prepare_model(model, step_terms)  # PPO's value head, before the optimiser
 
     problem_set = load_problem_set(config)
+    train_problems = screen_overlong(problem_set.train, model=model, tokenizer=tokenizer,
+                                     prompt=prompt_function(config, tokenizer, problem_set.task),
+                                     on_overlong=config.data.on_overlong,
+                                     max_new_tokens=config.sampling.max_new_tokens,
+                                     announce=accelerator.is_main_process)
+    problem_set = dataclasses.replace(problem_set, train=train_problems)
     terms = build_terms(config, problem_set, tokenizer=tokenizer, frozen=frozen,
                         accelerator=accelerator, output_dir=output_dir)
     for term in terms:
@@ -171,17 +181,34 @@ def enable_activation_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def train(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
+def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run ``config`` to ``train.steps``; with ``resume``, continue from the last complete
-    checkpoint in ``train.output_dir``. Returns a small summary."""
+    checkpoint in ``train.output_dir``; ``overwrite`` replaces a run already there (without
+    either, a used output directory is refused). The directory is locked while training
+    (expo_rl.engine.run_dir). Returns a small summary."""
+    lock = None
+    if run_dir.is_main_process():
+        lock = run_dir.lock_output(config.train.output_dir, run_dir.command_line())
+    try:
+        if lock is not None:
+            run_dir.claim_train_dir(config.train.output_dir, resume=resume, overwrite=overwrite)
+        return _train(config, resume=resume)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config: RunConfig, *, resume: bool) -> dict[str, Any]:
     accelerator = make_accelerator(config)
     run = setup(config, accelerator)
+    if accelerator.is_main_process:
+        run_dir.check_can_save(run.output_dir / "checkpoints", **run_dir.model_size(run.model))
     if accelerator.is_main_process:
         for note in resume_warnings(config):
             print(f"warning: {note}")
     ckpt_root = run.output_dir / "checkpoints"
     start = 0
-    latest = checkpoint.find_latest_checkpoint(ckpt_root) if resume else None
+    latest = checkpoint.find_latest_finite_checkpoint(ckpt_root) if resume else None
     if latest is not None:
         state = checkpoint.load_checkpoint(accelerator, latest)
         start = state["step"]
@@ -202,18 +229,26 @@ def train(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         logger.log(0, evaluate_held_out(run))
     for step in bar:
         metrics = train_step(run, step)
-        if config.eval.every and step % config.eval.every == 0:
-            metrics.update(evaluate_held_out(run))
-        if step == config.train.steps and config.eval.final_n:
-            metrics.update(evaluate_held_out(run, final=True, step=step))
+        metrics.update(scheduled_evaluations(run, step))
         logger.log(step, metrics)
+        clean = guards.check_step(step, metrics, config.train.on_nonfinite, saved)
         bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k.endswith("reward_mean")})
         every = config.train.save_every
-        if step == config.train.steps or (every and step % every == 0):
+        if clean and (step == config.train.steps or (every and step % every == 0)):
             saved = save(run, step)
     logger.close()
     return {"steps": config.train.steps, "metrics": str(logger.path), "checkpoint": str(saved),
-            "is_main_process": accelerator.is_main_process}
+            "is_main_process": accelerator.is_main_process, "skipped_updates": run.skipped_updates}
+
+
+def scheduled_evaluations(run: Run, step: int) -> dict[str, float]:
+    """The held-out evaluations due after ``step``: every ``eval.every`` steps, and the final one."""
+    e, metrics = run.config.eval, {}
+    if e.every and step % e.every == 0:
+        metrics.update(evaluate_held_out(run))
+    if step == run.config.train.steps and e.final_n:
+        metrics.update(evaluate_held_out(run, final=True, step=step))
+    return metrics
 
 
 def evaluate_held_out(run: Run, *, final: bool = False, step: int = 0) -> dict[str, float]:
@@ -242,7 +277,7 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def save(run: Run, step: int) -> Path:
     state = {"step": step, "sources": {t.name: t.source.state_dict() for t in run.terms},
-             "config": config_dict(run.config)}
+             "config": config_dict(run.config), "finite": guards.parameters_finite(run.model)}
     return checkpoint.save_checkpoint(run.accelerator, run.output_dir / "checkpoints", step,
                                       model=run.model, tokenizer=run.tokenizer, trainer_state=state,
                                       keep_last=run.config.train.keep_last or None)
@@ -251,27 +286,46 @@ def save(run: Run, step: int) -> Path:
 def train_step(run: Run, step: int) -> dict[str, float]:
     """One training step: sample, score, log-probs, ``mu`` updates; returns its metrics."""
     started = time.perf_counter()
+    skipped_before = run.skipped_updates
+    verifier_before = verifier_stats.snapshot()
     rows_per_term = collect_rows(run, step)
     samples = step_samples(run)
     sampled = time.perf_counter()
     pad_id = run.tokenizer.pad_token_id
     pad_id = run.tokenizer.eos_token_id if pad_id is None else pad_id
-    micro_batches = [pack(rows, pad_id=pad_id, device=run.accelerator.device)
-                     for rows in split_micro_batches(tag_rows(rows_per_term), run.config.train.grad_accum)]
-    for batch in micro_batches:
-        add_fixed_inputs(run, batch)
-    stats, grad_norm, lr = update(run, micro_batches, normalisers(run, micro_batches, samples))
+    tagged = tag_rows(rows_per_term)
+    micro_batches: list[dict[str, torch.Tensor]] = []
+    stats, grad_norm, lr = {}, 0.0, run.optimizer.param_groups[0]["lr"]
+    if rows_anywhere(run.accelerator, len(tagged)):
+        micro_batches = [pack(rows, pad_id=pad_id, device=run.accelerator.device)
+                         for rows in split_micro_batches(tagged, run.config.train.grad_accum)]
+        for batch in micro_batches:
+            add_fixed_inputs(run, batch)
+        stats, grad_norm, lr = update(run, micro_batches, normalisers(run, micro_batches, samples))
     updated = time.perf_counter()
 
     metrics = mean_over_processes(run.accelerator, {**stats, **entropy_metrics(run, micro_batches)})
     metrics.update(row_metrics(run.accelerator, run.terms, rows_per_term))
     metrics.update(mean_over_processes(run.accelerator, source_metrics(run)))
+    metrics.update(mean_over_processes(run.accelerator, verifier_metrics(verifier_before)))
     metrics["optim/lr"] = lr  # of the step's last update
     metrics["optim/grad_norm"] = grad_norm  # before clipping, at the last update
+    metrics[guards.SKIPPED_KEY] = run.skipped_updates - skipped_before
+    metrics["optim/empty_step"] = float(not micro_batches)  # no source had a row: no update
     metrics["time/sample_s"] = sampled - started
     metrics["time/update_s"] = updated - sampled
     metrics["time/step_s"] = time.perf_counter() - started
     return metrics
+
+
+def rows_anywhere(accelerator: Any, local_rows: int) -> bool:
+    """Whether any process has rows this step (a step where no source yields a row, e.g. no
+    usable preference pair, makes no update; under several processes they decide together, so
+    the collective backward never waits on a process that skipped)."""
+    if accelerator.num_processes == 1:
+        return local_rows > 0
+    total = accelerator.reduce(torch.tensor([local_rows], device=accelerator.device), "sum")
+    return int(total.item()) > 0
 
 
 def source_metrics(run: Run) -> dict[str, float]:
@@ -314,6 +368,7 @@ def update(run: Run, micro_batches: list[dict[str, torch.Tensor]], totals: Any
     accelerator, cfg = run.accelerator, run.config.train
     stats: dict[str, list[float]] = {}
     grad_norm, lr = 0.0, 0.0
+    losses: list[float] = []
     for _inner in range(cfg.mu):
         for batch in micro_batches:
             with accelerator.accumulate(run.model):
@@ -322,12 +377,17 @@ def update(run: Run, micro_batches: list[dict[str, torch.Tensor]], totals: Any
                 # The step normalises over the whole batch already; accelerate (and DeepSpeed)
                 # divide by the number of micro-batches again, which this factor undoes.
                 accelerator.backward(output.loss * cfg.grad_accum)
+                losses.append(float(output.loss.detach()))
                 if accelerator.sync_gradients:
                     grad_norm = clip_gradients(run)
                     lr = run.optimizer.param_groups[0]["lr"]
-                    run.optimizer.step()
-                    run.scheduler.step()
+                    if guards.update_is_finite(accelerator, losses, grad_norm):
+                        run.optimizer.step()
+                        run.scheduler.step()
+                    else:  # never applied: the parameters stay finite (expo_rl.engine.guards)
+                        run.skipped_updates += 1
                     run.optimizer.zero_grad(set_to_none=True)
+                    losses = []
             for key, value in output.stats.items():
                 stats.setdefault(key, []).append(float(value))
     return {k: sum(v) / len(v) for k, v in stats.items()}, grad_norm, lr

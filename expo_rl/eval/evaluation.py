@@ -20,6 +20,9 @@ from expo_rl.verify import batch_rewards, correctness_reward, extract_answer, ve
 from expo_rl.verify.stats import VerifierStats
 
 CORRECT_ABOVE = 0.5
+# Sequences per generate call when the caller gives no batch size: 8 problems x n, but never more
+# than this, so a large n is split over calls instead of asking for one huge allocation.
+AUTO_BATCH_ROWS = 256
 
 
 @dataclass
@@ -128,7 +131,8 @@ def evaluate(
 ) -> EvalResult:
     """Sample ``n`` completions per problem with ``model``, score with ``reward_fn``, tabulate.
 
-    ``batch_size`` is the number of sequences per ``generate`` call (default: 8 problems' worth);
+    ``batch_size`` is the number of sequences per ``generate`` call (default: 8 problems' worth,
+    at most ``AUTO_BATCH_ROWS``);
     problems are processed in chunks of ``max(1, batch_size // n)``, each with the seed
     ``seed + index of its first problem`` so a chunk's samples do not depend on earlier chunks.
     ``on_chunk`` receives each finished chunk's scored samples (the CLI streams them to disk,
@@ -142,19 +146,20 @@ def evaluate(
     if n < 1:
         raise ValueError(f"evaluate: n={n} must be >= 1")
     ks = _check_ks(n, ks)
-    per_chunk = max(1, (batch_size or 8 * n) // n)
+    rows_per_call = batch_size or min(8 * n, AUTO_BATCH_ROWS)
+    per_chunk = max(1, rows_per_call // n)
     start = time.perf_counter()
     stats_before = verifier_stats.snapshot()
     correct = [0] * len(problems)
     samples: list[SampleRecord] = []
-    finished = tokens = 0
+    finished = tokens = no_answer = 0
     progress = _progress(len(problems), show_progress)
     for first in range(0, len(problems), per_chunk):
         chunk = problems[first:first + per_chunk]
         prompts = [prompt(p) if prompt is not None else build_prompt(tokenizer, p.question) for p in chunk]
         batch = sample(model, tokenizer, prompts,
                        n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                       seed=seed + first, batch_size=batch_size, draw=draw)
+                       seed=seed + first, batch_size=rows_per_call, draw=draw)
         owners = [chunk[i] for i in batch.prompt_index]
         rewards = batch_rewards(reward_fn, batch.texts, [p.answer for p in owners],
                                 [problem_fields(p) for p in owners])
@@ -166,10 +171,12 @@ def evaluate(
             correct[index] += int(is_correct)
             finished += int(batch.finished[j])
             tokens += len(batch.completion_ids[j])
+            answer = extract_answer(batch.texts[j])
+            no_answer += answer is None
             if keep_samples or on_chunk is not None:
                 seen[index] = seen.get(index, -1) + 1
                 records.append(SampleRecord(problem.id, seen[index], batch.texts[j],
-                                            extract_answer(batch.texts[j]), float(reward),
+                                            answer, float(reward),
                                             is_correct, bool(batch.finished[j]),
                                             len(batch.completion_ids[j])))
         if keep_samples:
@@ -186,7 +193,8 @@ def evaluate(
         accuracy=mean_accuracy([(s.n, s.correct) for s in scores]),
         by_level=by_level(scores, ks), by_subject=by_subject(scores, ks), per_problem=scores,
         truncated=1 - finished / total, mean_completion_tokens=tokens / total,
-        verifier=VerifierStats.difference(verifier_stats.snapshot(), stats_before),
+        verifier={**VerifierStats.difference(verifier_stats.snapshot(), stats_before),
+                  "no_answer": no_answer},
         wall_time_s=time.perf_counter() - start,
         settings={"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
                   "seed": seed, "batch_size": batch_size, "draw": draw,

@@ -19,6 +19,9 @@ from expo_rl.expo.explanations import (
 from expo_rl.expo.hints import HINT_SOURCES, HintOptions
 from expo_rl.expo.selection import load_selection, parse_levels
 from expo_rl.policy.sampling import DRAWS
+from expo_rl.ranges import UNIT, Range, arg_type, ge
+
+COUNT = arg_type(int, ge(1))
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +44,7 @@ def add_selection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="folder searched first for the named data sets (default: $EXPO_RL_DATA, then the packaged copy)")
     parser.add_argument("--levels", default=None,
                         help="keep only these MATH levels, e.g. '1,2,3' or '1-3' (problems without a level are dropped)")
-    parser.add_argument("--limit", type=int, default=None, help="use at most this many questions")
+    parser.add_argument("--limit", type=COUNT, default=None, help="use at most this many questions")
     parser.add_argument("--shuffle-seed", type=int, default=None,
                         help="shuffle the questions with this seed before --limit (default: file order)")
 
@@ -49,7 +52,7 @@ def add_selection_args(parser: argparse.ArgumentParser) -> None:
 def add_explain_args(parser: argparse.ArgumentParser, *, temperature: float, max_new_tokens: int) -> None:
     parser.add_argument("--hint", default="answer", choices=sorted(HINT_SOURCES),
                         help="hint source: 'answer' (the paper) or 'answer_plus_expert_prefix' (answer + first k of the expert solution)")
-    parser.add_argument("--hint-fraction", type=float, default=0.5,
+    parser.add_argument("--hint-fraction", type=arg_type(float, UNIT), default=0.5,
                         help="share of the expert solution's words for answer_plus_expert_prefix (0-1)")
     parser.add_argument("--task", default="auto", choices=["auto", *TASKS],
                         help="task whose templates and answer format to use (auto: from each problem's data set)")
@@ -62,14 +65,16 @@ def add_explain_args(parser: argparse.ArgumentParser, *, temperature: float, max
                         help="explanations whose final answer contradicts a*: drop them or repair (replace the answer by a*)")
     parser.add_argument("--leak-policy", default="strip", choices=list(LEAK_POLICIES),
                         help="sentences saying the answer was given: strip them, keep them (counted), or drop the explanation")
-    parser.add_argument("--temperature", type=float, default=temperature, help="sampling temperature")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
-    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help="generation length cap")
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per generation forward pass")
+    parser.add_argument("--temperature", type=arg_type(float, ge(0, "0 = greedy")), default=temperature,
+                        help="sampling temperature")
+    parser.add_argument("--top-p", type=arg_type(float, Range(0.0, 1.0, lo_open=True)), default=1.0,
+                        help="nucleus sampling threshold")
+    parser.add_argument("--max-new-tokens", type=COUNT, default=max_new_tokens, help="generation length cap")
+    parser.add_argument("--batch-size", type=COUNT, default=8, help="sequences per generation forward pass")
     parser.add_argument("--draw", default="multinomial", choices=DRAWS,
                         help="how tokens are drawn: torch.multinomial, or inverse CDF (same distribution, "
                              "~5x cheaper with a 262k vocabulary on CPU; other random stream)")
-    parser.add_argument("--questions-per-call", type=int, default=2,
+    parser.add_argument("--questions-per-call", type=COUNT, default=2,
                         help="questions generated together (results are written after each group)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (group i uses seed + i)")
 

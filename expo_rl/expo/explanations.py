@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 import torch
 
+from expo_rl.data.appendlog import append_records, read_records
 from expo_rl.data.records import Problem
 from expo_rl.expo.answer_format import get_answer_format, resolve_task, with_gold_answer
 from expo_rl.expo.hints import HintOptions, get_hint_source
@@ -319,27 +320,17 @@ def policy_version(model: torch.nn.Module, spec: str, step: int | None = None) -
 
 
 def read_explanations(path: str | Path) -> list[Explanation]:
-    """All explanation records of a JSONL cache (a missing file is empty)."""
-    path = Path(path)
-    if not path.exists():
-        return []
+    """All explanation records of a JSONL cache (a missing file is empty; a torn line from an
+    interrupted append is skipped with a warning, as ``expo_rl.data.jsonl`` does)."""
     out = []
-    with path.open() as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(Explanation.from_json(json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as error:
-                raise ValueError(f"{path}:{line_no}: not an explanation record ({error})") from None
+    for line_no, row in enumerate(read_records(path, what="explanation record"), 1):
+        try:
+            out.append(Explanation.from_json(row))
+        except TypeError as error:
+            raise ValueError(f"{path}: record {line_no} is not an explanation record ({error})") from None
     return out
 
 
 def append_explanations(path: str | Path, explanations: Iterable[Explanation]) -> None:
     """Append records to a JSONL cache (flushed, so an interrupted run keeps what it wrote)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        for explanation in explanations:
-            handle.write(json.dumps(explanation.to_json(), ensure_ascii=False) + "\n")
-        handle.flush()
+    append_records(path, (e.to_json() for e in explanations), ensure_ascii=False)

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from expo_rl.errors import ModelNotAvailableError, ModelSpecError
 from expo_rl.policy.tiny import load_tiny
 
 GEMMA3_270M = "gemma3-270m"
@@ -173,7 +174,7 @@ def load_policy(spec: str, *, dtype: torch.dtype = torch.float32, device: str | 
     missing path, and OSError naming the offline setting when a Hub id is not in the local cache.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"model spec must be a non-empty string; accepted: {_SPEC_HELP}")
+        raise ModelSpecError(f"model spec must be a non-empty string; accepted: {_SPEC_HELP}")
     spec = spec.strip()
     if spec.startswith("tiny:") or spec == "tiny":
         model, tokenizer = load_tiny(spec, dtype=dtype)
@@ -190,14 +191,14 @@ def load_policy(spec: str, *, dtype: torch.dtype = torch.float32, device: str | 
             raise FileNotFoundError(f"{path} is a directory but has no config.json (not a Hugging Face model dir)")
         return _from_dir(path, dtype, device)
     if path.exists():
-        raise ValueError(f"model spec {spec!r} is a file but not a .gguf; accepted: {_SPEC_HELP}")
+        raise ModelSpecError(f"model spec {spec!r} is a file but not a .gguf; accepted: {_SPEC_HELP}")
     if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         try:
             return _from_dir(Path(spec), dtype, device)
         except OSError as err:
             if _offline():
-                raise OSError(f"model {spec!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                raise ModelNotAvailableError(f"model {spec!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
                               "download it while online, or pass a local directory") from err
             raise
-    raise ValueError(f"unknown model spec {spec!r}: not a tiny spec, not an existing path, not a Hub id; "
+    raise ModelSpecError(f"unknown model spec {spec!r}: not a tiny spec, not an existing path, not a Hub id; "
                      f"accepted: {_SPEC_HELP}")

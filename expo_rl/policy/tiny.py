@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from expo_rl.errors import ModelSpecError
+
 TINY_TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny_tokenizer"
 TINY_VOCAB_SIZE = 2048
 TINY_ARCHS = ("qwen2", "llama", "gemma3")
@@ -42,17 +44,17 @@ def parse_tiny_spec(spec: str) -> TinySpec:
     """``'tiny:qwen2:20m:seed=3'`` -> ``TinySpec('qwen2', 20_000_000, 3)``; clear error otherwise."""
     parts = spec.split(":")
     if parts[0] != "tiny" or len(parts) < 2:
-        raise ValueError(f"not a tiny spec: {spec!r} (expected 'tiny:<arch>[:<size>][:seed=<int>]')")
+        raise ModelSpecError(f"not a tiny spec: {spec!r} (expected 'tiny:<arch>[:<size>][:seed=<int>]')")
     arch = parts[1].lower()
     if arch not in TINY_ARCHS:
-        raise ValueError(f"unknown tiny architecture {parts[1]!r} in {spec!r}; allowed: {', '.join(TINY_ARCHS)}")
+        raise ModelSpecError(f"unknown tiny architecture {parts[1]!r} in {spec!r}; allowed: {', '.join(TINY_ARCHS)}")
     n_params, seed = parse_size(DEFAULT_TINY_SIZE), 0
     for part in parts[2:]:
         if part.startswith("seed="):
             try:
                 seed = int(part[len("seed="):])
             except ValueError:
-                raise ValueError(f"bad seed {part!r} in {spec!r}: expected seed=<int>") from None
+                raise ModelSpecError(f"bad seed {part!r} in {spec!r}: expected seed=<int>") from None
         else:
             n_params = parse_size(part, spec=spec)
     return TinySpec(arch, n_params, seed)
@@ -63,7 +65,7 @@ def parse_size(text: str, *, spec: str | None = None) -> int:
     match = _SIZE_RE.match(text.strip().lower())
     if not match:
         where = f" in {spec!r}" if spec else ""
-        raise ValueError(f"bad tiny model size {text!r}{where}: expected e.g. '500k', '1m', '20m'")
+        raise ModelSpecError(f"bad tiny model size {text!r}{where}: expected e.g. '500k', '1m', '20m'")
     return int(float(match.group(1)) * {"k": 1_000, "m": 1_000_000}[match.group(2)])
 
 
@@ -113,7 +115,7 @@ def tiny_config(arch: str, n_params: int = 1_000_000, *, vocab_size: int = TINY_
     from transformers import Gemma3TextConfig, LlamaConfig, Qwen2Config
 
     if arch not in TINY_ARCHS:
-        raise ValueError(f"unknown tiny architecture {arch!r}; allowed: {', '.join(TINY_ARCHS)}")
+        raise ModelSpecError(f"unknown tiny architecture {arch!r}; allowed: {', '.join(TINY_ARCHS)}")
     hidden, layers = _pick_shape(arch, n_params, vocab_size)
     heads = hidden // 32
     common: dict[str, Any] = dict(

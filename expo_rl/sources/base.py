@@ -93,6 +93,8 @@ class SourceEnv:
     cache_dir: str | None = None
     show_progress: bool = True
     task: DemoTask | None = None  # a task run's plugin: hinted prompts, checks, expert solutions
+    # what produced cached records (model, sampling, task, ...): keys them (sources.cache_key)
+    cache_context: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

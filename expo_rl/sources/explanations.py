@@ -46,6 +46,7 @@ from expo_rl.sources.base import (
     register_source,
     step_seed,
 )
+from expo_rl.sources.cache_key import problem_keys
 from expo_rl.sources.cursor import Cursor, CursorState
 from expo_rl.sources.frozen import cache_path
 
@@ -96,8 +97,9 @@ def explain_config(options: Any) -> ExplainConfig:
     )
 
 
-def make_bank(options: Any, env: SourceEnv) -> ExplanationBank:
-    """The explanation bank of a source: sampled with the run's sampler, cached when offline."""
+def make_bank(options: Any, env: SourceEnv, problems: list[Problem] | None = None) -> ExplanationBank:
+    """The explanation bank of a source: sampled with the run's sampler, cached when offline, its
+    cached records keyed by ``env.cache_context`` and each of ``problems`` (sources.cache_key)."""
     config = explain_config(options)
 
     def sampler(model: Any, prompts: list[str], *, n: int, seed: int | None) -> Any:
@@ -117,6 +119,7 @@ def make_bank(options: Any, env: SourceEnv) -> ExplanationBank:
         config=config, per_question=options.explanations_per_question, every=options.refresh_every,
         generate=generate,
         cache=path if options.refresh_every == 0 else None,
+        keys=problem_keys(env.cache_context, problems) if problems is not None else None,
     )
     bank.load_cache()
     return bank
@@ -162,7 +165,7 @@ class Explanations(CursorState):
 
     def prepare(self, env: SourceEnv) -> None:
         if self.options.target == "self_explanation":
-            self.bank = make_bank(self.options, env)
+            self.bank = make_bank(self.options, env, self.problems)
             if self.options.pregenerate:
                 mine = self.problems[env.rank::env.world_size]
                 self.bank.get(mine, 1, self._policy(None), seed=step_seed(env.seed, 0, env.rank, salt=7))

@@ -12,14 +12,13 @@ up front instead, which also removes them from the per-sequence normaliser).
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tqdm import tqdm
 
+from expo_rl.data.appendlog import append_records, read_records
 from expo_rl.data.records import Problem
 from expo_rl.sources.base import (
     Row,
@@ -30,6 +29,7 @@ from expo_rl.sources.base import (
     rows_from_samples,
     step_seed,
 )
+from expo_rl.sources.cache_key import KEY_FIELD, problem_keys, warn_stale
 from expo_rl.sources.cursor import Cursor, CursorState
 
 
@@ -39,28 +39,31 @@ def cache_path(option: str | None, env: SourceEnv) -> Path | None:
     return Path(env.cache_dir) / f"{env.name}.jsonl" if env.cache_dir else None
 
 
-def _read_cache(path: Path | None) -> dict[str, list[dict[str, Any]]]:
+def _read_cache(path: Path | None, keys: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Cached records per problem id whose ``cache_key`` is the one ``keys`` expects (a torn last
+    line is skipped; records of other settings are counted and left unused)."""
     cached: dict[str, list[dict[str, Any]]] = {}
-    if path is None or not path.exists():
+    if path is None:
         return cached
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                # A torn last line from an interrupted append: everything before it is usable.
-                print(f"warning: {path}:{line_no}: unreadable cache line skipped")
-                continue
-            cached.setdefault(record["problem_id"], []).append(record)
+    stale = 0
+    for record in read_records(path, what="cache line"):
+        key = record.pop(KEY_FIELD, None)
+        problem_id = record.get("problem_id")
+        if problem_id not in keys:
+            continue
+        if key != keys[problem_id]:
+            stale += 1
+            continue
+        cached.setdefault(problem_id, []).append(record)
+    warn_stale(path, stale, "samples")
     return cached
 
 
 def sample_once(problems: list[Problem], n: int, env: SourceEnv, path: Path | None, *,
                 questions_per_call: int = 8) -> list[list[Row]]:
     """``n`` scored rows per problem from the frozen policy, read from / added to the cache."""
-    cached = _read_cache(path)
+    keys = problem_keys(env.cache_context, problems)
+    cached = _read_cache(path, keys)
     missing = [i for i, p in enumerate(problems) if len(cached.get(p.id, [])) < n]
     mine = missing[env.rank::env.world_size]
     records: list[dict[str, Any]] = []
@@ -76,11 +79,7 @@ def sample_once(problems: list[Problem], n: int, env: SourceEnv, path: Path | No
         records.extend(asdict(row) for row in rows)
     records = env.gather(records)
     if path is not None and env.rank == 0 and records:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in records)
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_records(path, ({**r, KEY_FIELD: keys[r["problem_id"]]} for r in records))
     for record in records:
         cached.setdefault(record["problem_id"], []).append(record)
     return [[Row(**r) for r in cached.get(p.id, [])[:n]] for p in problems]

@@ -150,7 +150,7 @@ def check_equivalence(pred: str | None, gold: str | None, *, timeout_s: float = 
     finally:
         # A timeout or an error says nothing about parsing: count parse failures only when
         # the parser actually ran (or the input was empty).
-        parsed_known = verdict.status in ("math_verify", "unguarded", "empty")
+        parsed_known = verdict.status in ("math_verify", "unguarded", "empty", "cache")
         verifier_stats.add(
             calls=1, seconds=time.perf_counter() - start, equivalent=int(verdict.equal),
             pred_parse_failures=int(parsed_known and not verdict.pred_parsed),
@@ -174,8 +174,9 @@ def _check(pred: str | None, gold: str | None, *, timeout_s: float, strict: bool
     cached = _cache.get(key)
     if cached is not None:
         verifier_stats.add(cache_hits=1)
-        # A cached verdict repeats no parse work: report it as parsed.
-        return Verdict(cached.equal, "cache")
+        # A cached verdict repeats the parse outcome of the call it caches, so the parse-failure
+        # counts do not depend on what an earlier call (or a resumed run's cold cache) saw.
+        return Verdict(cached.equal, "cache", cached.pred_parsed, cached.gold_parsed)
     verdict = _run_guarded(pred, gold, strict, timeout_s)
     if verdict.status in ("math_verify", "unguarded"):
         _cache.put(key, verdict)

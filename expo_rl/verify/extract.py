@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
-_HASH_ANSWER = re.compile(r"^[ \t]*####[ \t]*(.+?)[ \t]*$", re.MULTILINE)
 # "final answer" needs "is" or ":" after it: a model echoing the prompt's "put the final answer
 # within \boxed{}" must not yield "within \boxed{}" (seen on Gemma 3 270M, GSM8K).
 _ANSWER_PHRASE = re.compile(
@@ -28,51 +27,56 @@ _SENTENCE_END = re.compile(r"\.(?:\s|$)")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
+# Texts longer than this are read from their tail only: a final answer sits at the end, and a
+# model can emit arbitrarily long garbage (every rule below is linear, so this only bounds time).
+MAX_CHARS = 200_000
+_BARE_ARG = re.compile(r"[^\s$]{1,200}")  # "\boxed 5": up to whitespace or $, 200 chars at most
+
+
 def _box_spans(text: str) -> list[tuple[int, str]]:
-    """``(start, content)`` of every complete box in ``text``, in order of appearance."""
+    """``(start, content)`` of every complete box in ``text``, in order of appearance.
+
+    One pass over ``text`` (linear time, however many unclosed boxes): a stack of open braces;
+    when a ``}`` closes a brace that opened a box argument, that box is complete. A backslash
+    escapes the next character (``\\{``, ``\\}`` never open or close a group).
+    """
     found: list[tuple[int, str]] = []
+    opener: dict[int, int] = {}  # index of a box argument's "{" -> index of its command
     for command in _BOX_COMMANDS:
         start = text.find(command)
         while start != -1:
             after = start + len(command)
             # "\boxedfoo" is another macro, not a box.
-            if after < len(text) and (text[after].isalpha()):
+            if after < len(text) and text[after].isalpha():
                 start = text.find(command, after)
                 continue
-            content = _box_content(text, after)
-            if content is not None:
-                found.append((start, content))
+            pos = after
+            while pos < len(text) and text[pos] == " ":
+                pos += 1
+            if pos < len(text) and text[pos] == "{":
+                opener[pos] = start
+            elif pos < len(text):
+                match = _BARE_ARG.match(text, pos)
+                if match:
+                    found.append((start, match.group(0)))
             start = text.find(command, after)
+    if opener:
+        stack: list[int] = []
+        index, size = 0, len(text)
+        while index < size:
+            char = text[index]
+            if char == "\\":
+                index += 2
+                continue
+            if char == "{":
+                stack.append(index)
+            elif char == "}" and stack:
+                brace = stack.pop()
+                if brace in opener:
+                    found.append((opener[brace], text[brace + 1 : index]))
+            index += 1
     found.sort()
     return found
-
-
-def _box_content(text: str, pos: int) -> str | None:
-    """The argument of a box command whose name ends at ``pos``; None when unbalanced."""
-    while pos < len(text) and text[pos] == " ":
-        pos += 1
-    if pos >= len(text):
-        return None
-    if text[pos] != "{":
-        # "\boxed 5": the argument runs to the next whitespace or math delimiter.
-        match = re.match(r"[^\s$]+", text[pos:])
-        return match.group(0) if match else None
-    depth = 0
-    index = pos
-    while index < len(text):
-        char = text[index]
-        if char == "\\":
-            # An escaped character (\{, \}, \\) never opens or closes a group.
-            index += 2
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return text[pos + 1 : index]
-        index += 1
-    return None
 
 
 def last_boxed(text: str) -> str | None:
@@ -90,12 +94,17 @@ def has_boxed_answer(text: str) -> bool:
 
 
 def hash_answer(text: str) -> str | None:
-    """The answer after the last ``####`` marker (GSM8K), commas between digit groups removed."""
-    matches = _HASH_ANSWER.findall(text)
-    if not matches:
-        return None
-    answer = _THOUSANDS.sub("", matches[-1].strip())
-    return answer or None
+    """The answer after the last ``####`` marker (GSM8K), commas between digit groups removed.
+
+    A marker counts at the start of a line (after spaces/tabs) and the answer is the rest of
+    that line, stripped; a plain scan of lines, linear in the text's length.
+    """
+    for line in reversed(text.split("\n")):
+        body = line.lstrip(" \t")
+        if body.startswith("####"):
+            answer = _THOUSANDS.sub("", body[4:].strip())
+            return answer or None
+    return None
 
 
 def phrase_answer(text: str) -> str | None:
@@ -116,6 +125,8 @@ def extract_answer(text: str, *, strict: bool = False) -> str | None:
     """The final answer in ``text`` (rules in the module docstring), or None when there is none."""
     if not text:
         return None
+    if len(text) > MAX_CHARS:
+        text = text[-MAX_CHARS:]
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed
