@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from expo_rl.sources import Row
+from expo_rl.data.records import Row
 
 DP_LIMIT = 2_000_000  # count * units^2 above which the exact cut search (pure Python) is skipped
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from expo_rl.sources import Row
+from expo_rl.data.records import Row
 
 
 def _local_summary(rows: list[Row]) -> dict[str, Any]:

@@ -33,31 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from expo_rl.data.records import Problem, problem_fields  # noqa: F401 (sources import it from here)
+from expo_rl.data.records import Problem, Row, problem_fields  # noqa: F401 (sources import them from here)
 from expo_rl.policy import encode_prompt
 from expo_rl.tasks import DemoTask
-
-
-@dataclass
-class Row:
-    """One (q, o) sequence for the training step.
-
-    ``group`` ties the G outputs of one question together (GRPO), ``pair`` ties o+ and o-
-    (DPO, with ``pair_sign`` +1 chosen / -1 rejected); both are -1 when unused and are local to
-    the source (the runtime offsets them when it combines terms). ``reward`` is None until scored.
-    """
-
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    problem_id: str
-    reference: str
-    completion: str = ""
-    reward: float | None = None
-    group: int = -1
-    pair: int = -1
-    pair_sign: int = 0
-    finished: bool = True
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
