@@ -22,10 +22,13 @@ from expo_rl.engine.typed_config import (
     parse_override,
     to_dict,
 )
+from expo_rl.verify import REWARDS
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
+# The source and coefficient registries import torch (seconds): they are imported on first use,
+# so `expo-rl --help` and reading a config stay fast. The reward registry is light.
 def _sources() -> list[str]:
     from expo_rl.sources import SOURCES
 
@@ -38,10 +41,12 @@ def _coefficients() -> list[str]:
     return list(COEFFICIENTS)
 
 
-def _rewards() -> list[str]:
-    from expo_rl.engine.recipe import reward_names
+TASK_REWARD = "task"  # terms.N.reward of a task run: the task's own verifier
 
-    return reward_names()
+
+def reward_names() -> list[str]:
+    """Names accepted by ``terms.N.reward`` besides 'module:function'."""
+    return sorted([*REWARDS, TASK_REWARD])
 
 
 def _help(text: str, **kw: Any) -> Any:
@@ -198,6 +203,7 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> RunConfig:
 
 def validate(config: RunConfig) -> RunConfig:
     """Cross-field checks and each term's registry options; returns ``config`` unchanged."""
+    # torch-heavy registries, imported on first use (see _sources)
     from expo_rl.core.aggregation import LOSS_AGGREGATIONS
     from expo_rl.core.coefficients import get_coefficient
     from expo_rl.sources import get_source
@@ -221,9 +227,9 @@ def validate(config: RunConfig) -> RunConfig:
         from_dict(get_source(term.source).options, term.source_args, f"terms.{i}.source_args")
         check_kwargs(get_coefficient(term.coefficient), term.coefficient_args,
                      f"terms.{i}.coefficient_args")
-        if term.reward is not None and ":" not in term.reward and term.reward not in _rewards():
+        if term.reward is not None and ":" not in term.reward and term.reward not in reward_names():
             raise ConfigError(f"config key 'terms.{i}.reward': {term.reward!r} is not allowed; allowed "
-                              f"values: {', '.join(_rewards())}, null, or 'module:function'")
+                              f"values: {', '.join(reward_names())}, null, or 'module:function'")
     return config
 
 

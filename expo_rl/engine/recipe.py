@@ -18,21 +18,14 @@ import torch
 from accelerate.utils import gather_object
 
 from expo_rl.data import Problem, load_problems
-from expo_rl.engine.config import RunConfig, TermConfig
+from expo_rl.engine.config import TASK_REWARD, RunConfig, TermConfig, reward_names  # noqa: F401 (recipe.reward_names)
 from expo_rl.engine.typed_config import ConfigError, from_dict
 from expo_rl.policy import build_prompt, sample
 from expo_rl.policy.logprobs import unwrap
 from expo_rl.sources import Row, Source, SourceEnv, get_source
 from expo_rl.tasks import DemoTask, load_task
 from expo_rl.tasks.pools import held_out_sets, training_pool
-from expo_rl.verify import REWARDS, batch_rewards, get_reward
-
-TASK_REWARD = "task"  # terms.N.reward of a task run: the task's own verifier
-
-
-def reward_names() -> list[str]:
-    """Names accepted by ``terms.N.reward`` besides 'module:function'."""
-    return sorted([*REWARDS, TASK_REWARD])
+from expo_rl.verify import batch_rewards, get_reward
 
 
 @dataclass(frozen=True)
