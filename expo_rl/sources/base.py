@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from expo_rl.data.records import Problem, Row, problem_fields  # noqa: F401 (sources import them from here)
 from expo_rl.policy import encode_prompt
+from expo_rl.registry import Registry
 from expo_rl.tasks import DemoTask
 
 
@@ -100,26 +101,23 @@ class SourceSpec:
     description: str
 
 
-SOURCES: dict[str, SourceSpec] = {}
+SOURCES: Registry[SourceSpec] = Registry("data source")
 
 
 def register_source(name: str, options: type) -> Callable:
     """Decorator registering ``build(problems, options, env) -> Source`` under ``name``."""
 
     def wrap(build: Callable) -> Callable:
-        if name in SOURCES:
-            raise ValueError(f"data source {name!r} is already registered")
         doc = (build.__doc__ or "").strip().splitlines()
-        SOURCES[name] = SourceSpec(name, options, build, doc[0] if doc else "")
+        SOURCES.add(name, SourceSpec(name, options, build, doc[0] if doc else ""))
         return build
 
     return wrap
 
 
 def get_source(name: str) -> SourceSpec:
-    if name not in SOURCES:
-        raise KeyError(f"unknown data source {name!r}; registered: {', '.join(sorted(SOURCES))}")
-    return SOURCES[name]
+    """The source registered as ``name`` (:class:`~expo_rl.registry.UnknownNameError` lists the names)."""
+    return SOURCES.get(name)
 
 
 def local_share(units: list[Any], env: SourceEnv) -> list[Any]:
