@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 import torch
 
+from expo_rl.data.jsonl import read_json_lines
 from expo_rl.data.records import Problem
 from expo_rl.expo.answer_format import get_answer_format, resolve_task, with_gold_answer
 from expo_rl.expo.hints import HintOptions, get_hint_source
@@ -320,18 +321,12 @@ def policy_version(model: torch.nn.Module, spec: str, step: int | None = None) -
 
 def read_explanations(path: str | Path) -> list[Explanation]:
     """All explanation records of a JSONL cache (a missing file is empty)."""
-    path = Path(path)
-    if not path.exists():
-        return []
     out = []
-    with path.open() as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(Explanation.from_json(json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as error:
-                raise ValueError(f"{path}:{line_no}: not an explanation record ({error})") from None
+    for line_no, record in read_json_lines(path, missing_ok=True):
+        try:
+            out.append(Explanation.from_json(record))
+        except (TypeError, AttributeError) as error:
+            raise ValueError(f"{path}:{line_no}: not an explanation record ({error})") from None
     return out
 
 

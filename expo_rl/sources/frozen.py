@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
+from expo_rl.data.jsonl import read_json_lines
 from expo_rl.data.records import Problem
 from expo_rl.sources.base import (
     Row,
@@ -41,19 +42,11 @@ def cache_path(option: str | None, env: SourceEnv) -> Path | None:
 
 def _read_cache(path: Path | None) -> dict[str, list[dict[str, Any]]]:
     cached: dict[str, list[dict[str, Any]]] = {}
-    if path is None or not path.exists():
+    if path is None:
         return cached
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                # A torn last line from an interrupted append: everything before it is usable.
-                print(f"warning: {path}:{line_no}: unreadable cache line skipped")
-                continue
-            cached.setdefault(record["problem_id"], []).append(record)
+    # A torn last line from an interrupted append is skipped: everything before it is usable.
+    for _, record in read_json_lines(path, missing_ok=True, bad="warn"):
+        cached.setdefault(record["problem_id"], []).append(record)
     return cached
 
 
