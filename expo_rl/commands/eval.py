@@ -9,6 +9,7 @@ completion, its extracted answer and reward).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -89,10 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _resolve_reward(name: str):
     if ":" in name:
-        import importlib
-
         module, _, attr = name.partition(":")
         return getattr(importlib.import_module(module), attr)
+    # the subcommand's work is imported when it runs, not when `expo-rl` builds its parser
     from expo_rl.verify import get_reward
 
     return get_reward(name)
@@ -100,6 +100,7 @@ def _resolve_reward(name: str):
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # torch, data and eval: imported when the command runs, not when `expo-rl` builds its parser
     import torch
 
     from expo_rl.data import DataError, load_problems
@@ -119,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if not loaded.problems:
         print(f"error: no problems selected from {args.data}", file=sys.stderr)
         return 2
+    # transformers: after the cheap argument and data checks above
     from expo_rl.policy import load_policy
 
     if args.threads:

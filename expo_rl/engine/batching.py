@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from expo_rl.data.records import Row
+from expo_rl.policy import pack_sequences
 
 DP_LIMIT = 2_000_000  # count * units^2 above which the exact cut search (pure Python) is skipped
 
@@ -137,8 +138,6 @@ def pack(rows: list[TaggedRow], *, pad_id: int, device: torch.device) -> dict[st
     Returns input_ids / attention_mask / completion_mask [B,T]; rewards [B] (0 where unscored);
     term_index, group_index, pair_index, pair_sign [B] (long; -1 / 0 when unused).
     """
-    from expo_rl.policy import pack_sequences
-
     input_ids, attention_mask, completion_mask = pack_sequences(
         [r.row.prompt_ids for r in rows], [r.row.completion_ids for r in rows], pad_id)
 

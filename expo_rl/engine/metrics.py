@@ -37,6 +37,7 @@ class MetricsLogger:
             kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         if tensorboard:
+            # only with train.tensorboard; imports the tensorboard package (seconds)
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=(
