@@ -10,6 +10,7 @@ fails at load time with the key and the allowed values in the message.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -99,8 +100,9 @@ class TermConfig:
     source: str = _help("data source (registry name)", metadata={"choices": _sources})
     coefficient: str = _help("gradient coefficient (registry name)", metadata={"choices": _coefficients})
     name: str | None = _help("label in metrics and cache files (default: the coefficient name)", default=None)
-    reward: str | None = _help("reward for rows the source did not score: a registry name or 'module:function'",
-                               default="correctness")
+    reward: str | Callable[..., float] | None = _help(
+        "reward for rows the source did not score: a registry name or 'module:function' (in Python: "
+        "the function itself)", default="correctness")
     weight: float = _help("multiplier of this term's loss", default=1.0)
     source_args: dict[str, Any] = _help("options of the data source", default_factory=dict)
     coefficient_args: dict[str, Any] = _help("hyper-parameters of the gradient coefficient", default_factory=dict)
@@ -201,8 +203,9 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> RunConfig:
     return validate(from_dict(RunConfig, data))
 
 
-def validate(config: RunConfig) -> RunConfig:
-    """Cross-field checks and each term's registry options; returns ``config`` unchanged."""
+def validate(config: RunConfig, *, held_out_given: bool = False) -> RunConfig:
+    """Cross-field checks and each term's registry options; returns ``config`` unchanged.
+    ``held_out_given``: the caller passes held-out problems as objects (``eval.data`` not needed)."""
     # torch-heavy registries, imported on first use (see _sources)
     from expo_rl.core.aggregation import LOSS_AGGREGATIONS
     from expo_rl.core.coefficients import get_coefficient
@@ -216,7 +219,7 @@ def validate(config: RunConfig) -> RunConfig:
     for key in ("steps", "mu", "grad_accum"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}': must be >= 1")
-    _validate_eval(config)
+    _validate_eval(config, held_out_given)
     mix = config.data.task_mix
     if mix is not None and (any(c < 0 for c in mix) or not sum(mix)):
         raise ConfigError(f"config key 'data.task_mix': {mix} must be counts >= 0, at least one > 0")
@@ -227,13 +230,13 @@ def validate(config: RunConfig) -> RunConfig:
         from_dict(get_source(term.source).options, term.source_args, f"terms.{i}.source_args")
         check_kwargs(get_coefficient(term.coefficient), term.coefficient_args,
                      f"terms.{i}.coefficient_args")
-        if term.reward is not None and ":" not in term.reward and term.reward not in reward_names():
+        if isinstance(term.reward, str) and ":" not in term.reward and term.reward not in reward_names():
             raise ConfigError(f"config key 'terms.{i}.reward': {term.reward!r} is not allowed; allowed "
                               f"values: {', '.join(reward_names())}, null, or 'module:function'")
     return config
 
 
-def _validate_eval(config: RunConfig) -> None:
+def _validate_eval(config: RunConfig, held_out_given: bool = False) -> None:
     e = config.eval
     for key in ("every", "final_n"):
         if getattr(e, key) < 0:
@@ -243,7 +246,7 @@ def _validate_eval(config: RunConfig) -> None:
     for key, ks, n in (("eval.k", e.k, e.n), ("eval.final_k", e.final_k, e.final_n)):
         if n and (not ks or min(ks) < 1 or max(ks) > n):
             raise ConfigError(f"config key '{key}': {ks}; allowed: values from 1 to {n} (its sample count)")
-    if (e.every or e.final_n) and e.data is None and config.data.task is None:
+    if (e.every or e.final_n) and e.data is None and config.data.task is None and not held_out_given:
         raise ConfigError("config key 'eval.data' is required when eval.every or eval.final_n is set: a "
                           "load_problems name or path (task runs default to the task's held-out set)")
 

@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate.utils import gather_object
@@ -20,12 +20,15 @@ from accelerate.utils import gather_object
 from expo_rl.data import Problem, load_problems
 from expo_rl.engine.config import TASK_REWARD, RunConfig, TermConfig, reward_names  # noqa: F401 (recipe.reward_names)
 from expo_rl.engine.typed_config import ConfigError, from_dict
-from expo_rl.policy import build_prompt, sample
+from expo_rl.policy import build_prompt, load_policy, sample
 from expo_rl.policy.logprobs import unwrap
 from expo_rl.sources import Row, Source, SourceEnv, get_source
 from expo_rl.tasks import DemoTask, load_task
 from expo_rl.tasks.pools import held_out_sets, training_pool
 from expo_rl.verify import batch_rewards, get_reward
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,12 @@ def task_reward(task: DemoTask, problems: list[Problem]) -> Callable[..., float]
     return reward
 
 
-def resolve_reward(name: str | None, problems: ProblemSet | None = None) -> Callable[..., float] | None:
-    """A registry name, ``task`` (the task plugin's verifier), or ``'package.module:function'``."""
-    if name is None:
-        return None
+def resolve_reward(name: str | Callable[..., float] | None, problems: ProblemSet | None = None
+                   ) -> Callable[..., float] | None:
+    """A registry name, ``task`` (the task plugin's verifier), ``'package.module:function'``, or
+    the reward callable itself (the object-level API)."""
+    if name is None or callable(name):
+        return name
     if name == TASK_REWARD:
         if problems is None or problems.task is None:
             raise ConfigError("reward 'task' needs a task run: set data.task (or --task)")
@@ -71,6 +76,28 @@ def resolve_reward(name: str | None, problems: ProblemSet | None = None) -> Call
         except (ImportError, AttributeError) as error:
             raise ConfigError(f"reward {name!r}: cannot import {attr} from {module} ({error})") from None
     return get_reward(name)
+
+
+@dataclass
+class Parts:
+    """The objects a run trains: the policy and its tokenizer, the questions, and a loader of the
+    initial policy (pi_ref and the sampler of once-sampled sources, :class:`FrozenPolicy`).
+    :func:`load_parts` builds them from a config (the YAML path); ``expo_rl.train`` takes them
+    from the caller (the object-level API); both run through ``runtime.train``."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    problems: ProblemSet
+    initial_policy: Callable[[], torch.nn.Module]
+
+
+def load_parts(config: RunConfig, device: torch.device | str = "cpu") -> Parts:
+    """``model.policy`` loaded (on ``device``) and the problems of ``data`` / ``eval.data``."""
+    dtype = getattr(torch, config.model.dtype)
+    model, tokenizer = load_policy(config.model.policy, dtype=dtype, device=str(device))
+    # load_policy is deterministic, so loading again gives the initial policy (FrozenPolicy)
+    return Parts(model, tokenizer, load_problem_set(config),
+                 lambda: load_policy(config.model.policy, dtype=dtype)[0])
 
 
 def load_problem_set(config: RunConfig) -> ProblemSet:
@@ -133,8 +160,9 @@ def disable_dropout(model: torch.nn.Module) -> None:
 
 
 @dataclass
-class Term:
-    """One loss term, built: its config, source and reward function."""
+class BuiltTerm:
+    """One loss term, built from its :class:`TermConfig` (the public ``expo_rl.Term``): its config,
+    source, reward function and source env. The step's view of the same term is ``StepTerm``."""
 
     config: TermConfig
     source: Source
@@ -203,8 +231,8 @@ class FrozenPolicy:
 
 
 def build_terms(config: RunConfig, problem_set: ProblemSet, *, tokenizer: Any,
-                frozen: FrozenPolicy, accelerator: Any, output_dir: Path) -> list[Term]:
-    """One :class:`Term` per ``config.terms`` entry, each with its own :class:`SourceEnv`."""
+                frozen: FrozenPolicy, accelerator: Any, output_dir: Path) -> list[BuiltTerm]:
+    """One :class:`BuiltTerm` per ``config.terms`` entry, each with its own :class:`SourceEnv`."""
     s = config.sampling
     prompt = prompt_function(config, tokenizer, problem_set.task)
 
@@ -245,5 +273,5 @@ def build_terms(config: RunConfig, problem_set: ProblemSet, *, tokenizer: Any,
         )
         spec = get_source(term_config.source)
         options = from_dict(spec.options, term_config.source_args, f"terms.{i}.source_args")
-        terms.append(Term(term_config, spec.build(problem_set.train, options, env), reward, env))
+        terms.append(BuiltTerm(term_config, spec.build(problem_set.train, options, env), reward, env))
     return terms

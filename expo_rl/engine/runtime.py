@@ -29,12 +29,13 @@ from expo_rl.engine.config import RunConfig, config_dict, resume_warnings
 from expo_rl.engine.metrics import MetricsLogger
 from expo_rl.engine.optim import build_optimizer, build_scheduler
 from expo_rl.engine.recipe import (
+    BuiltTerm,
     FrozenPolicy,
+    Parts,
     ProblemSet,
-    Term,
     build_terms,
     disable_dropout,
-    load_problem_set,
+    load_parts,
     prompt_function,
 )
 from expo_rl.engine.rollout_stats import row_metrics
@@ -47,7 +48,7 @@ from expo_rl.engine.step import (
     step_needs,
     training_step,
 )
-from expo_rl.policy import completion_logprobs, load_policy
+from expo_rl.policy import completion_logprobs
 from expo_rl.sources import Row, StepContext
 
 
@@ -60,7 +61,7 @@ class Run:
     model: Any
     tokenizer: Any
     frozen: FrozenPolicy
-    terms: list[Term]
+    terms: list[BuiltTerm]
     step_terms: list[StepTerm]
     needs_reference: bool
     needs_old: bool
@@ -82,25 +83,25 @@ def make_accelerator(config: RunConfig) -> Any:
                        gradient_accumulation_steps=config.train.grad_accum)
 
 
-def setup(config: RunConfig, accelerator: Any) -> Run:
-    """Model, frozen copy, sources, optimiser and schedule for ``config``."""
+def setup(config: RunConfig, accelerator: Any, parts: Parts | None = None) -> Run:
+    """Model, frozen copy, sources, optimiser and schedule for ``config``; ``parts``: the model,
+    tokenizer and problems built by the caller (``expo_rl.train``), else loaded from ``config``."""
     from accelerate.utils import set_seed
 
     set_seed(config.train.seed)
     output_dir = Path(config.train.output_dir)
-    dtype = getattr(torch, config.model.dtype)
-    model, tokenizer = load_policy(config.model.policy, dtype=dtype, device=str(accelerator.device))
+    parts = parts or load_parts(config, accelerator.device)
+    model, tokenizer = parts.model, parts.tokenizer
     disable_dropout(model)
     if config.model.gradient_checkpointing:
         enable_activation_checkpointing(model)
     model.train()
     step_terms = build_step_terms(config.terms)
     needs_reference, needs_old = step_needs(step_terms, mu=config.train.mu)
-    frozen = FrozenPolicy(lambda: load_policy(config.model.policy, dtype=dtype)[0], accelerator.device,
-                          eager=needs_reference)
+    frozen = FrozenPolicy(parts.initial_policy, accelerator.device, eager=needs_reference)
     prepare_model(model, step_terms)  # PPO's value head, before the optimiser
 
-    problem_set = load_problem_set(config)
+    problem_set = parts.problems
     terms = build_terms(config, problem_set, tokenizer=tokenizer, frozen=frozen,
                         accelerator=accelerator, output_dir=output_dir)
     for term in terms:
@@ -171,11 +172,13 @@ def enable_activation_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def train(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
+def train(config: RunConfig, *, resume: bool = False, parts: Parts | None = None) -> dict[str, Any]:
     """Run ``config`` to ``train.steps``; with ``resume``, continue from the last complete
-    checkpoint in ``train.output_dir``. Returns a small summary."""
+    checkpoint in ``train.output_dir``. ``parts``: the model, tokenizer and problems as objects
+    (``expo_rl.train``); without them they are loaded from ``config`` (the YAML path). Returns a
+    small summary."""
     accelerator = make_accelerator(config)
-    run = setup(config, accelerator)
+    run = setup(config, accelerator, parts)
     if accelerator.is_main_process:
         for note in resume_warnings(config):
             print(f"warning: {note}")
