@@ -97,6 +97,38 @@ def upward_imports(table: list[tuple[str, list[str]]], modules: dict[str, Path],
     return violations, missing
 
 
+def import_cycles(modules: dict[str, Path]) -> list[list[str]]:
+    """Groups of modules that import each other (directly or through others), function-local
+    imports included; a module importing its own package does not count."""
+    graph = {m: {t for _, t in imported_modules(p, m, modules) if t in modules and not (m == t or m.startswith(t + "."))}
+             for m, p in modules.items()}
+    reach = {m: set() for m in graph}
+    for start in graph:
+        todo = list(graph[start])
+        while todo:
+            m = todo.pop()
+            if m not in reach[start]:
+                reach[start].add(m)
+                todo.extend(graph[m])
+    cycles = {tuple(sorted({m} | {o for o in reach[m] if m in reach[o]})) for m in graph if m in reach[m]}
+    return sorted(list(c) for c in cycles)
+
+
+def test_no_import_cycle() -> None:
+    """Same-layer modules may import each other one way only (config -> recipe -> config was a
+    circle hidden by a function-local import)."""
+    assert import_cycles(module_names()) == []
+
+
+def test_the_cycle_check_catches_a_circle(tmp_path: Path) -> None:
+    package = tmp_path / "expo_rl"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "config.py").write_text("def names():\n    from expo_rl.recipe import NAMES\n    return NAMES\n")
+    (package / "recipe.py").write_text("from expo_rl.config import names\nNAMES = []\n")
+    assert import_cycles(module_names(package)) == [["expo_rl.config", "expo_rl.recipe"]]
+
+
 def test_no_import_goes_up_a_layer() -> None:
     table = layer_table((ROOT / "docs" / "ARCHITECTURE.md").read_text())
     assert [layer for layer, _ in table][:2] == ["records", "data"], table
