@@ -43,7 +43,8 @@ a callable ``fn(completion, reference, **row_fields) -> float`` (``reference`` i
 def train(*, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem],
           terms: Sequence[Term | Mapping[str, Any]] | None = None,
           config: RunConfig | Mapping[str, Any] | None = None, held_out: Sequence[Problem] = (),
-          initial_policy: Callable[[], torch.nn.Module] | None = None, resume: bool = False) -> dict[str, Any]:
+          initial_policy: Callable[[], torch.nn.Module] | None = None,
+          resume: bool = False) -> dict[str, Any]:
     """Train ``model`` on ``problems`` with ``terms``; returns the run summary (``steps``,
     ``metrics``: the metrics.jsonl path, ``checkpoint``).
 
@@ -58,16 +59,17 @@ def train(*, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, problem
     if terms is not None:
         terms = [from_dict(TermConfig, _as_mapping(term), f"terms.{i}") for i, term in enumerate(terms)]
         run_config = dataclasses.replace(run_config, terms=terms)
-    name = getattr(model, "name_or_path", "") or type(model).__name__
-    run_config = dataclasses.replace(run_config, model=dataclasses.replace(run_config.model, policy=f"object:{name}"))
+    name = getattr(model, "name_or_path", "") or type(model).__name__  # for the saved config only
+    model_config = dataclasses.replace(run_config.model, policy=f"object:{name}")
+    run_config = dataclasses.replace(run_config, model=model_config)
     validate(run_config, held_out_given=bool(held_out))
     if not problems:
         raise ConfigError("train(problems=...): at least one Problem is required")
     if initial_policy is None:
         snapshot = copy.deepcopy(model)
         initial_policy = lambda: copy.deepcopy(snapshot)  # noqa: E731
-    parts = Parts(model, tokenizer, ProblemSet(list(problems), group_by_level(list(held_out))), initial_policy)
-    return run_training(run_config, resume=resume, parts=parts)
+    problem_set = ProblemSet(list(problems), group_by_level(list(held_out)))
+    return run_training(run_config, resume=resume, parts=Parts(model, tokenizer, problem_set, initial_policy))
 
 
 def _as_mapping(term: Term | Mapping[str, Any]) -> Mapping[str, Any]:

@@ -25,8 +25,9 @@ and divides by its number of samples ``N`` under every loss aggregation
 ``train.loss_aggregation`` says. Without it, GC is the per-token coefficient of the paper's
 ``(1/|o|) sum_t`` form and the run's aggregation applies.
 
-Registered: ``sft`` (eq. 6), ``exp_sft`` (ExPO eq. 9, SPEC 3.5), ``rft`` (eqs. 8 and 11: RFT and online RFT differ only in the
-data source), ``dpo`` (eqs. 12-14), ``ppo`` (eqs. 15-18), ``grpo`` (eqs. 19-21).
+Registered: ``sft`` (eq. 6), ``rft`` (eqs. 8 and 11: RFT and online RFT differ only in the
+data source), ``dpo`` (eqs. 12-14), ``ppo`` (eqs. 15-18), ``grpo`` (eqs. 19-21), and ExPO's
+``exp_sft`` (ExPO eq. 9, SPEC 3.5), beside ``sft`` so that no import registers anything.
 """
 
 from __future__ import annotations
