@@ -53,7 +53,7 @@ def build(name, problems, env, **options):
 
 def test_registry_lists_the_four_kinds():
     assert {"fixed", "frozen_samples", "on_policy", "preference_pairs"} <= set(SOURCES)
-    with pytest.raises(KeyError, match="registered: .*on_policy"):
+    with pytest.raises(KeyError, match="allowed: .*on_policy"):
         get_source("nope")
 
 

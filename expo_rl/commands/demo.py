@@ -16,6 +16,8 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -65,8 +67,6 @@ def parallelism(workers: int | None, threads: int | None, runs: int) -> tuple[in
     117 s wall). Busy machine (1-minute load >= half the cores): one worker, one thread (OpenMP
     threads of one process wait on each other, so on a contended CPU they mostly spin).
     """
-    import os
-
     cores = os.cpu_count() or 1
     busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores / 2
     if workers is None:
@@ -95,8 +95,7 @@ def command_line(args: argparse.Namespace, budget: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
+    # torch and the demo: imported when the command runs, not when `expo-rl` builds its parser
     import torch
 
     from expo_rl.demo.budgets import get_budget

@@ -31,6 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from expo_rl.data.appendlog import append_records
+from expo_rl.data.jsonl import read_json_lines
 from expo_rl.engine.run_dir import command_line, lock_output
 from expo_rl.errors import UserError
 from expo_rl.expo.cli_args import (
@@ -81,17 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _read_records(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    records = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                # a run killed mid-write leaves a partial last line: drop it, it is redone
-                print(f"warning: {path}:{line_no} is not JSON (interrupted write?); ignored", file=sys.stderr)
-    return records
+    # a run killed mid-write leaves a partial last line: drop it, it is redone
+    return [record for _, record in read_json_lines(path, missing_ok=True, bad="warn")]
 
 
 def _check_settings(out: Path, settings: dict) -> None:

@@ -9,6 +9,7 @@ completion, its extracted answer and reward).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -98,10 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _resolve_reward(name: str):
     if ":" in name:
-        import importlib
-
         module, _, attr = name.partition(":")
         return getattr(importlib.import_module(module), attr)
+    # the subcommand's work is imported when it runs, not when `expo-rl` builds its parser
     from expo_rl.verify import get_reward
 
     return get_reward(name)

@@ -9,11 +9,23 @@ expo_rl/presets/accelerate/<fsdp|zero3|ddp>.yaml] -m expo_rl.cli train CONFIG``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import os
 import sys
 from pathlib import Path
 
-from expo_rl.engine.config import PRESET_DIR, RunConfig, load_config, preset_names
+import yaml
+
+from expo_rl.engine.config import (
+    PRESET_DIR,
+    RunConfig,
+    TermConfig,
+    config_dict,
+    load_config,
+    preset_names,
+    reward_names,
+)
 from expo_rl.engine.typed_config import ConfigError, describe
 
 EXAMPLES = """\
@@ -35,7 +47,6 @@ def _key_table() -> str:
     rows = describe(RunConfig)
     rows.append(("terms.N.<key>", "", "see 'terms' keys below: source, coefficient, name, reward, "
                  "weight, source_args, coefficient_args"))
-    from expo_rl.engine.config import TermConfig
 
     rows += [(f"terms.N.{k}", t, h) for k, t, h in describe(TermConfig)]
     width = max(len(k) for k, _, _ in rows)
@@ -45,11 +56,8 @@ def _key_table() -> str:
 
 def _registries_text() -> str:
     """Every registered source with its options, every coefficient with its hyper-parameters."""
-    import dataclasses
-    import inspect
-
+    # torch-heavy registries: imported only when the help text is built (see format_help)
     from expo_rl.core.coefficients import COEFFICIENTS
-    from expo_rl.engine.recipe import reward_names
     from expo_rl.sources import SOURCES
 
     lines = ["", "data sources (terms.N.source) and their source_args:"]
@@ -122,13 +130,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"expo-rl train: config error: {error}", file=sys.stderr)
         return 2
     if args.print_config:
-        import yaml
-
-        from expo_rl.engine.config import config_dict
-
         print(yaml.safe_dump(config_dict(config), sort_keys=False))
         return 0
-    from expo_rl.engine.runtime import train
+    from expo_rl.engine.runtime import train  # torch and accelerate: not for `expo-rl --help`
 
     summary = train(config, resume=args.resume, overwrite=args.overwrite)
     if summary.get("is_main_process", True):

@@ -26,8 +26,10 @@ and divides by its number of samples ``N`` under every loss aggregation
 ``(1/|o|) sum_t`` form and the run's aggregation applies.
 
 Registered: ``sft`` (eq. 6), ``rft`` (eqs. 8 and 11: RFT and online RFT differ only in the
-data source), ``dpo`` (eqs. 12-14), ``ppo`` (eqs. 15-18), ``grpo`` (eqs. 19-21); the GRPO-family
-variants (``clip_higher``, ``gspo``, ``rloo``, ``reinforce_pp``) live in :mod:`expo_rl.core.variants`.
+data source), ``dpo`` (eqs. 12-14), ``ppo`` (eqs. 15-18), ``grpo`` (eqs. 19-21), and ExPO's
+``exp_sft`` (ExPO eq. 9, SPEC 3.5), beside ``sft`` so that no import registers anything; the
+GRPO-family variants (``clip_higher``, ``gspo``, ``rloo``, ``reinforce_pp``) live in
+:mod:`expo_rl.core.variants`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import torch.nn.functional as F
 
 from expo_rl.core.advantages import gae, group_advantages, kl_penalised_rewards
 from expo_rl.core.masked import dense_ids, masked_mean, sequence_lengths, sequence_mean
+from expo_rl.registry import Registry
 
 Stat = torch.Tensor | float
 
@@ -102,7 +105,7 @@ class Needs:
 
 
 CoefficientFn = Callable[..., Coefficients]
-COEFFICIENTS: dict[str, CoefficientFn] = {}
+COEFFICIENTS: Registry[CoefficientFn] = Registry("gradient coefficient")
 _NEEDS: dict[str, Callable[[dict[str, Any]], Needs]] = {}
 _OWN_NORMALISATION: set[str] = set()
 
@@ -118,9 +121,7 @@ def register_coefficient(name: str, *, needs: Needs | Callable[[dict[str, Any]],
     """
 
     def decorator(fn: CoefficientFn) -> CoefficientFn:
-        if name in COEFFICIENTS:
-            raise ValueError(f"gradient coefficient {name!r} is registered twice")
-        COEFFICIENTS[name] = fn
+        COEFFICIENTS.add(name, fn)
         _NEEDS[name] = needs if callable(needs) else (lambda _hp, fixed=needs: fixed)
         if own_normalisation:
             _OWN_NORMALISATION.add(name)
@@ -130,10 +131,8 @@ def register_coefficient(name: str, *, needs: Needs | Callable[[dict[str, Any]],
 
 
 def get_coefficient(name: str) -> CoefficientFn:
-    if name not in COEFFICIENTS:
-        raise ValueError(f"unknown gradient coefficient {name!r}; allowed values: "
-                         f"{', '.join(sorted(COEFFICIENTS))}")
-    return COEFFICIENTS[name]
+    """The coefficient registered as ``name`` (:class:`~expo_rl.registry.UnknownNameError` lists the names)."""
+    return COEFFICIENTS.get(name)
 
 
 def resolve_hparams(name: str, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -207,6 +206,37 @@ def sft(inputs: CoefficientInputs) -> Coefficients:
     mask = _mask(inputs)
     objective = sequence_mean(inputs.logprobs, mask).mean()
     return Coefficients(mask.clone(), objective.detach(), {"nll": (-masked_mean(inputs.logprobs, mask)).detach()})
+
+
+@register_coefficient("exp_sft", own_normalisation=True)
+def exp_sft(inputs: CoefficientInputs, *, length_normalized: bool = False) -> Coefficients:
+    """ExP-SFT (SPEC 3.5, ExPO paper eq. 9): ``GC = 1`` on every token (``1/|o|`` when
+    ``length_normalized``), own normalisation over the questions drawn.
+
+    ExP-GRPO adds ``lambda * log pi_theta(c~, a* | q)``, summed over the output tokens, to the
+    GRPO objective: ``J = (1/Q) sum_{explanation rows i} sum_t log pi(o_i,t | q_i, o_i,<t)`` with
+    ``Q`` the questions the term's source drew this step over all processes (a question without
+    a usable explanation, or skipped by ``only_zero_signal``, adds nothing but still counts, so
+    lambda's effective size does not change from step to step; without the source's report the
+    step counts the rows). The term's weight is lambda. ``length_normalized=True`` gives the
+    per-token mean ``(1/|o|) log pi(o|q)`` per row instead. Objective: the mean over this
+    micro-batch's rows of ``log pi(o|q)`` (or its per-token mean), without lambda; stats: ``nll``
+    (per-token NLL of the explanations) and ``seq_logprob``.
+    """
+    mask = inputs.completion_mask.to(inputs.logprobs.dtype)
+    lengths = sequence_lengths(inputs.completion_mask).to(mask.dtype).clamp(min=1)
+    seq_logprob = (inputs.logprobs * mask).sum(-1)
+    if length_normalized:
+        gc = mask / lengths.unsqueeze(-1)
+        objective = (seq_logprob / lengths).mean()
+    else:
+        gc = mask
+        objective = seq_logprob.mean()
+    stats = {
+        "nll": (-masked_mean(inputs.logprobs, mask)).detach(),
+        "seq_logprob": seq_logprob.mean().detach(),
+    }
+    return Coefficients(gc.detach(), objective.detach(), stats)
 
 
 @register_coefficient("rft")

@@ -1,7 +1,7 @@
 """Append-only JSONL files that survive a crash mid-write (caches, explanation banks, records).
 
 A process killed while appending leaves a torn last line (no newline, partial JSON). Readers skip
-it (with a warning), and :func:`append_records` first cuts it off, so the next record starts on a
+it (``expo_rl.data.jsonl.read_json_lines(..., bad="warn")``), and :func:`append_records` first cuts it off, so the next record starts on a
 line of its own instead of being glued to the fragment and lost with it.
 """
 
@@ -9,32 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-
-def read_records(path: str | Path, *, what: str = "record") -> list[dict[str, Any]]:
-    """The JSON objects of ``path`` in order (missing file: empty); unreadable lines (a torn last
-    line after a crash) are skipped with a warning naming file and line."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                print(f"warning: {path}:{line_no}: unreadable {what} skipped (interrupted write?)",
-                      file=sys.stderr)
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
 
 
 def repair_tail(path: str | Path) -> int:

@@ -56,6 +56,7 @@ def _pick_split(dataset: Any, split: str | None, label: str) -> tuple[Any, str]:
 
 def open_hf_dataset(spec: str, split: str | None = None) -> tuple[Any, str]:
     """(datasets.Dataset, split name) for ``spec`` (the part after ``hf:``)."""
+    # optional dependency (the `hf:` loader only), and slow to import
     import datasets
 
     target, config, spec_split, local = parse_hf_spec(spec)

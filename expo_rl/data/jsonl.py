@@ -1,11 +1,15 @@
-"""Read a JSONL file of problems (plain or ``.gz``), one JSON object per line, with file:line errors."""
+"""JSONL files (plain or ``.gz``), one JSON value per line, with ``file:line`` errors:
+:func:`read_json_lines` is the one reader of every JSONL file the package reads (caches, pair
+files, metrics), and :func:`read_jsonl` reads problems through it line by line."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import os
+import sys
 from pathlib import Path
+from typing import Any, Literal
 
 from expo_rl.data.result import DataError, LoadResult, OnError, RowError, RowSink
 from expo_rl.data.schema import FieldMap, add_row
@@ -37,12 +41,48 @@ def read_jsonl(path: str | os.PathLike[str], fields: FieldMap | None = None, *, 
             where = f"{path}:{line_number}"
             index, row_index = row_index, row_index + 1
             try:
-                row = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as error:
-                sink.bad(RowError(where, f"not valid UTF-8 ({error.reason} at byte {error.start})"))
-                continue
-            except json.JSONDecodeError as error:
-                sink.bad(RowError(where, f"invalid JSON ({error.msg} at column {error.colno})"))
+                row = decode_json_line(raw)
+            except ValueError as error:
+                sink.bad(RowError(where, str(error)))
                 continue
             fields = add_row(sink, row, fields, where=where, source=source, default_id=f"{prefix}/{index}")
     return sink.result
+
+
+def decode_json_line(raw: bytes | str) -> Any:
+    """The JSON value of one line; a ValueError says why not (bad UTF-8 or bad JSON, with where)."""
+    try:
+        return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not valid UTF-8 ({error.reason} at byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"invalid JSON ({error.msg} at column {error.colno})") from None
+
+
+def read_json_lines(path: str | os.PathLike[str], *, missing_ok: bool = False,
+                    bad: Literal["raise", "warn", "skip"] = "raise") -> list[tuple[int, Any]]:
+    """``(line number, value)`` for each non-blank line of ``path`` (1-based line numbers, for the
+    caller's own ``file:line`` messages).
+
+    A line that is not JSON raises a :class:`DataError` naming ``path:line``; ``bad="warn"``
+    prints that to stderr and skips the line, ``bad="skip"`` skips it silently (append-only caches
+    and metrics, where a crash can leave a torn last line). A missing file raises
+    FileNotFoundError, or gives ``[]`` with ``missing_ok``.
+    """
+    path = Path(path)
+    if missing_ok and not path.exists():
+        return []
+    values = []
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                values.append((line_number, decode_json_line(raw)))
+            except ValueError as error:
+                message = f"{path}:{line_number}: {error}"
+                if bad == "raise":
+                    raise DataError(message) from None
+                if bad == "warn":
+                    print(f"warning: {message}; line skipped (an interrupted write?)", file=sys.stderr)
+    return values

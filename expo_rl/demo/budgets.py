@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from expo_rl.demo.model import ModelSize
+from expo_rl.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class Budget:
         return sum(self.mix.values())
 
 
-BUDGETS: dict[str, Budget] = {
+BUDGETS: Registry[Budget] = Registry("demo budget")
+BUDGETS.update({
     "tiny": Budget("tiny", steps=3, mix={1: 1, 2: 1, 3: 1, 4: 1, 5: 1}, eval_per_level=4,
                    diagnostic_questions=4, refresh_every=2, base_steps=20, base_batch=16,
                    base_size=ModelSize(hidden=32, layers=2, heads=2, intermediate=64)),
@@ -50,13 +52,11 @@ BUDGETS: dict[str, Budget] = {
     "full": Budget("full", steps=120, mix={1: 2, 2: 2, 3: 2, 4: 4, 5: 22}, eval_per_level=64,
                    curve_every=20, curve_questions=8, diagnostic_questions=64, refresh_every=20,
                    group_size=4, explanation_tries=2),
-}
+})
 
 
 def get_budget(name: str) -> Budget:
-    if name not in BUDGETS:
-        raise ValueError(f"unknown demo budget {name!r}; allowed: {', '.join(BUDGETS)}")
-    return BUDGETS[name]
+    return BUDGETS.get(name)
 
 
 def scaled_mix(mix: dict[int, int], levels: tuple[int, ...]) -> list[int]:

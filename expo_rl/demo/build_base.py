@@ -34,12 +34,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from expo_rl.demo.model import ModelSize, build_model, build_tokenizer, n_parameters
 from expo_rl.engine.config import load_config
 from expo_rl.engine.metrics import read_metrics
 from expo_rl.engine.runtime import train
 from expo_rl.policy.loading import DEMO_BASE_DIR
 from expo_rl.tasks import BUILTIN, DemoTask, load_task
+from expo_rl.tasks.modular import ModularTask
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -130,8 +133,6 @@ def task_spec_of(task: DemoTask) -> str:
 
 def load_base(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) of a saved demo base model, in eval mode with frozen parameters."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no demo base model in {path} (missing config.json); build one with "
                                 "`python -m expo_rl.demo.build_base` or `expo-rl demo --rebuild-base`")
@@ -153,8 +154,6 @@ def build_shipped_recipe(out_dir: Path, *, progress: bool = True) -> dict[str, A
     gave a base model with level-3 pass@1 62% (shipped: 90%) whose level-5 explanations were right
     in every step 30% of the time, and ExP-GRPO gained only 7.8 points of level-5 pass@8 with it.
     """
-    from expo_rl.tasks.modular import ModularTask
-
     with tempfile.TemporaryDirectory(prefix="expo-demo-base-stage1-") as scratch:
         stage1 = Path(scratch)
         build_base(ModularTask(hard_hints=False), stage1, steps=1500, batch=128, lr=1e-3, seed=0,

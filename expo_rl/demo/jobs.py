@@ -21,6 +21,7 @@ start method, safe with torch).
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import time
 from collections.abc import Callable
@@ -147,8 +148,6 @@ def run_jobs(specs: list[RunSpec], *, diagnostic_questions: int, workers: int, t
 
 def _run_pool(jobs: list[tuple[Callable[..., Any], tuple, Callable[[Any], None]]], *, workers: int,
               threads: int, bar: Any) -> None:
-    import multiprocessing
-
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                              initargs=(threads,)) as pool:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 
@@ -29,9 +31,6 @@ class ModelSize:
 
 def build_tokenizer(vocabulary: list[str]):
     """A ``PreTrainedTokenizerFast`` over ``vocabulary`` (order kept, duplicates dropped)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     words = [PAD, EOS, UNK] + [w for w in dict.fromkeys(vocabulary) if w not in (PAD, EOS, UNK)]
     bad = [w for w in words if not w or any(ch.isspace() for ch in w)]
     if bad:
@@ -46,8 +45,6 @@ def build_tokenizer(vocabulary: list[str]):
 
 def build_model(vocab_size: int, size: ModelSize | None = None, seed: int = 0):
     """A randomly initialised ``LlamaForCausalLM`` of ``size`` (tied embeddings, no dropout)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     size = size or ModelSize()
     config = LlamaConfig(
         vocab_size=vocab_size, hidden_size=size.hidden, num_hidden_layers=size.layers,

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 
 
 def _pyplot():
+    # optional and slow to import: only the report's figures need it
     import matplotlib
 
     matplotlib.use("Agg")

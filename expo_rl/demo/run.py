@@ -12,12 +12,15 @@ same sampling seed; only the loss terms and their data differ (``methods.py``).
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from expo_rl.demo.budgets import Budget
@@ -105,8 +108,6 @@ def _collect(results: dict[str, dict[int, list[dict[str, float]]]], name: str,
 def ensure_base(task: DemoTask, config: DemoConfig) -> dict[str, Any]:
     """Metadata of the base model in ``config.base_dir``, building it first when asked to or
     when the directory has none (user tasks)."""
-    import json
-
     meta_path = config.base_dir / META_FILE
     if config.rebuild_base or not (config.base_dir / "config.json").is_file():
         budget = config.budget
@@ -124,17 +125,11 @@ def ensure_base(task: DemoTask, config: DemoConfig) -> dict[str, Any]:
 
 def _load_average() -> list[float] | None:
     """The 1/5/15-minute load averages (None where the platform has none)."""
-    import os
-
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def machine_description(load_at_start: list[float] | None = None) -> dict[str, Any]:
     """Where the run ran: a wall time means little without the machine and its load."""
-    import os
-
-    import torch
-
     return {"platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "load_average_at_start": load_at_start,

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from expo_rl.sources import Row
+from expo_rl.data.records import Row
+from expo_rl.policy import pack_sequences
 
 DP_LIMIT = 2_000_000  # count * units^2 above which the exact cut search (pure Python) is skipped
 
@@ -138,8 +139,6 @@ def pack(rows: list[TaggedRow], *, pad_id: int, device: torch.device) -> dict[st
     term_index, group_index, pair_index, pair_sign [B] (long; -1 / 0 when unused); truncated [B]
     (long: 1 where the sample hit the length cap, for overlong filtering).
     """
-    from expo_rl.policy import pack_sequences
-
     input_ids, attention_mask, completion_mask = pack_sequences(
         [r.row.prompt_ids for r in rows], [r.row.completion_ids for r in rows], pad_id)
 

@@ -10,6 +10,7 @@ fails at load time with the key and the allowed values in the message.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,10 +23,13 @@ from expo_rl.engine.typed_config import (
     parse_override,
     to_dict,
 )
+from expo_rl.verify import REWARDS
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
+# The source and coefficient registries import torch (seconds): they are imported on first use,
+# so `expo-rl --help` and reading a config stay fast. The reward registry is light.
 def _sources() -> list[str]:
     from expo_rl.sources import SOURCES
 
@@ -38,10 +42,12 @@ def _coefficients() -> list[str]:
     return list(COEFFICIENTS)
 
 
-def _rewards() -> list[str]:
-    from expo_rl.engine.recipe import reward_names
+TASK_REWARD = "task"  # terms.N.reward of a task run: the task's own verifier
 
-    return reward_names()
+
+def reward_names() -> list[str]:
+    """Names accepted by ``terms.N.reward`` besides 'module:function'."""
+    return sorted([*REWARDS, TASK_REWARD])
 
 
 def _report_targets() -> list[str]:
@@ -119,8 +125,9 @@ class TermConfig:
     source: str = _help("data source (registry name)", metadata={"choices": _sources})
     coefficient: str = _help("gradient coefficient (registry name)", metadata={"choices": _coefficients})
     name: str | None = _help("label in metrics and cache files (default: the coefficient name)", default=None)
-    reward: str | None = _help("reward for rows the source did not score: a registry name or 'module:function'",
-                               default="correctness")
+    reward: str | Callable[..., float] | None = _help(
+        "reward for rows the source did not score: a registry name or 'module:function' (in Python: "
+        "the function itself)", default="correctness")
     rewards: list[RewardConfig] | None = _help(
         "several weighted rewards [{name, weight, args, label}], summed; replaces 'reward' and logs "
         "each as <term>/reward/<label>", default=None)
@@ -234,8 +241,10 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> RunConfig:
     return validate(from_dict(RunConfig, data))
 
 
-def validate(config: RunConfig) -> RunConfig:
-    """Cross-field checks and each term's registry options; returns ``config`` unchanged."""
+def validate(config: RunConfig, *, held_out_given: bool = False) -> RunConfig:
+    """Cross-field checks and each term's registry options; returns ``config`` unchanged.
+    ``held_out_given``: the caller passes held-out problems as objects (``eval.data`` not needed)."""
+    # torch-heavy registries, imported on first use (see _sources)
     from expo_rl.core.aggregation import LOSS_AGGREGATIONS
     from expo_rl.core.coefficients import get_coefficient
     from expo_rl.engine.ranges import check_config, check_source_options
@@ -249,7 +258,7 @@ def validate(config: RunConfig) -> RunConfig:
     for key in ("steps", "mu", "grad_accum"):
         if getattr(config.train, key) < 1:
             raise ConfigError(f"config key 'train.{key}': must be >= 1")
-    _validate_eval(config)
+    _validate_eval(config, held_out_given)
     mix = config.data.task_mix
     if mix is not None and (any(c < 0 for c in mix) or not sum(mix)):
         raise ConfigError(f"config key 'data.task_mix': {mix} must be counts >= 0, at least one > 0")
@@ -262,7 +271,8 @@ def validate(config: RunConfig) -> RunConfig:
                                        f"terms.{i}.source_args"), f"terms.{i}.source_args")
         check_kwargs(get_coefficient(term.coefficient), term.coefficient_args,
                      f"terms.{i}.coefficient_args")
-        check_reward_name(term.reward, f"terms.{i}.reward")
+        if not callable(term.reward):
+            check_reward_name(term.reward, f"terms.{i}.reward")
         if term.rewards is not None:
             if term.reward not in (None, "correctness"):
                 raise ConfigError(f"config key 'terms.{i}': set either 'reward' ({term.reward!r}) or "
@@ -278,7 +288,7 @@ def validate(config: RunConfig) -> RunConfig:
     return config
 
 
-def _validate_eval(config: RunConfig) -> None:
+def _validate_eval(config: RunConfig, held_out_given: bool = False) -> None:
     e = config.eval
     for key in ("every", "final_n"):
         if getattr(e, key) < 0:
@@ -288,16 +298,16 @@ def _validate_eval(config: RunConfig) -> None:
     for key, ks, n in (("eval.k", e.k, e.n), ("eval.final_k", e.final_k, e.final_n)):
         if n and (not ks or min(ks) < 1 or max(ks) > n):
             raise ConfigError(f"config key '{key}': {ks}; allowed: values from 1 to {n} (its sample count)")
-    if (e.every or e.final_n) and e.data is None and config.data.task is None:
+    if (e.every or e.final_n) and e.data is None and config.data.task is None and not held_out_given:
         raise ConfigError("config key 'eval.data' is required when eval.every or eval.final_n is set: a "
                           "load_problems name or path (task runs default to the task's held-out set)")
 
 
 def check_reward_name(name: str | None, key: str) -> None:
     """A reward is null, a registry name, or 'module:function' (imported when the run is built)."""
-    if name is not None and ":" not in name and name not in _rewards():
+    if name is not None and ":" not in name and name not in reward_names():
         raise ConfigError(f"config key '{key}': {name!r} is not allowed; allowed values: "
-                          f"{', '.join(_rewards())}, null, or 'module:function'")
+                          f"{', '.join(reward_names())}, null, or 'module:function'")
 
 
 def resume_warnings(config: RunConfig) -> list[str]:

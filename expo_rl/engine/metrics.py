@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from expo_rl.data.jsonl import read_json_lines
 from expo_rl.engine.loggers import open_backends
 
 TIMING_PREFIX = "time/"
@@ -74,16 +75,7 @@ def _plain(value: Any) -> Any:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All rows of a ``metrics.jsonl`` (a torn last line from a crash is skipped)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    return [row for _, row in read_json_lines(path, missing_ok=True, bad="skip")]
 
 
 def without_timings(row: dict[str, Any]) -> dict[str, Any]:

@@ -12,28 +12,24 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate.utils import gather_object
 
 from expo_rl.data import Problem, load_problems
 from expo_rl.engine.cache_context import cache_context
-from expo_rl.engine.config import RunConfig, TermConfig
+from expo_rl.engine.config import TASK_REWARD, RunConfig, TermConfig, reward_names  # noqa: F401 (recipe.reward_names)
 from expo_rl.engine.typed_config import ConfigError, from_dict
-from expo_rl.policy import build_prompt, messages_prompt, sample
+from expo_rl.policy import build_prompt, load_policy, messages_prompt, sample
 from expo_rl.policy.logprobs import unwrap
 from expo_rl.sources import Row, Source, SourceEnv, get_source
 from expo_rl.tasks import DemoTask, load_task
 from expo_rl.tasks.pools import held_out_sets, training_pool
-from expo_rl.verify import REWARDS, RewardPart, WeightedReward, get_reward, with_args
+from expo_rl.verify import RewardPart, WeightedReward, get_reward, with_args
 
-TASK_REWARD = "task"  # terms.N.reward of a task run: the task's own verifier
-
-
-def reward_names() -> list[str]:
-    """Names accepted by ``terms.N.reward`` besides 'module:function'."""
-    return sorted([*REWARDS, TASK_REWARD])
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -63,10 +59,12 @@ def task_reward(task: DemoTask, problems: list[Problem]) -> Callable[..., float]
     return reward
 
 
-def resolve_reward(name: str | None, problems: ProblemSet | None = None) -> Callable[..., float] | None:
-    """A registry name, ``task`` (the task plugin's verifier), or ``'package.module:function'``."""
-    if name is None:
-        return None
+def resolve_reward(name: str | Callable[..., float] | None, problems: ProblemSet | None = None
+                   ) -> Callable[..., float] | None:
+    """A registry name, ``task`` (the task plugin's verifier), ``'package.module:function'``, or
+    the reward callable itself (the object-level API)."""
+    if name is None or callable(name):
+        return name
     if name == TASK_REWARD:
         if problems is None or problems.task is None:
             raise ConfigError("reward 'task' needs a task run: set data.task (or --task)")
@@ -87,7 +85,10 @@ def term_reward(term: TermConfig, problem_set: ProblemSet | None = None) -> Weig
         return WeightedReward([RewardPart(spec.key, with_args(resolve_reward(spec.name, problem_set), spec.args), spec.weight)
                                for spec in term.rewards])
     fn = resolve_reward(term.reward, problem_set)
-    return None if fn is None else WeightedReward([RewardPart(term.reward.rpartition(":")[2], fn)])
+    if fn is None:
+        return None
+    label = term.reward.rpartition(":")[2] if isinstance(term.reward, str) else getattr(fn, "__name__", "reward")
+    return WeightedReward([RewardPart(label, fn)])
 
 
 def reward_fields(row: Row, max_new_tokens: int) -> dict[str, Any]:
@@ -95,6 +96,28 @@ def reward_fields(row: Row, max_new_tokens: int) -> dict[str, Any]:
     the completion's length in tokens, whether it ended at EOS, and the generation cap."""
     return {**row.fields, "completion_tokens": len(row.completion_ids), "finished": row.finished,
             "max_new_tokens": max_new_tokens}
+
+
+@dataclass
+class Parts:
+    """The objects a run trains: the policy and its tokenizer, the questions, and a loader of the
+    initial policy (pi_ref and the sampler of once-sampled sources, :class:`FrozenPolicy`).
+    :func:`load_parts` builds them from a config (the YAML path); ``expo_rl.train`` takes them
+    from the caller (the object-level API); both run through ``runtime.train``."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    problems: ProblemSet
+    initial_policy: Callable[[], torch.nn.Module]
+
+
+def load_parts(config: RunConfig, device: torch.device | str = "cpu") -> Parts:
+    """``model.policy`` loaded (on ``device``) and the problems of ``data`` / ``eval.data``."""
+    dtype = getattr(torch, config.model.dtype)
+    model, tokenizer = load_policy(config.model.policy, dtype=dtype, device=str(device))
+    # load_policy is deterministic, so loading again gives the initial policy (FrozenPolicy)
+    return Parts(model, tokenizer, load_problem_set(config),
+                 lambda: load_policy(config.model.policy, dtype=dtype)[0])
 
 
 def load_problem_set(config: RunConfig) -> ProblemSet:
@@ -167,8 +190,9 @@ def disable_dropout(model: torch.nn.Module) -> None:
 
 
 @dataclass
-class Term:
-    """One loss term, built: its config, source and reward function."""
+class BuiltTerm:
+    """One loss term, built from its :class:`TermConfig` (the public ``expo_rl.Term``): its config,
+    source, reward function and source env. The step's view of the same term is ``StepTerm``."""
 
     config: TermConfig
     source: Source
@@ -237,8 +261,8 @@ class FrozenPolicy:
 
 
 def build_terms(config: RunConfig, problem_set: ProblemSet, *, tokenizer: Any,
-                frozen: FrozenPolicy, accelerator: Any, output_dir: Path) -> list[Term]:
-    """One :class:`Term` per ``config.terms`` entry, each with its own :class:`SourceEnv`."""
+                frozen: FrozenPolicy, accelerator: Any, output_dir: Path) -> list[BuiltTerm]:
+    """One :class:`BuiltTerm` per ``config.terms`` entry, each with its own :class:`SourceEnv`."""
     s = config.sampling
     prompt = prompt_function(config, tokenizer, problem_set.task)
 
@@ -283,5 +307,5 @@ def build_terms(config: RunConfig, problem_set: ProblemSet, *, tokenizer: Any,
         )
         spec = get_source(term_config.source)
         options = from_dict(spec.options, term_config.source_args, f"terms.{i}.source_args")
-        terms.append(Term(term_config, spec.build(problem_set.train, options, env), reward, env))
+        terms.append(BuiltTerm(term_config, spec.build(problem_set.train, options, env), reward, env))
     return terms

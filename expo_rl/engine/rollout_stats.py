@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from expo_rl.sources import Row
+from accelerate.utils import gather_object
+
+from expo_rl.data.records import Row
 from expo_rl.verify import verifier_stats
 
 
@@ -58,8 +60,6 @@ def _local_summary(rows: list[Row]) -> dict[str, Any]:
 
 def row_metrics(accelerator: Any, terms: list[Any], rows_per_term: list[list[Row]]) -> dict[str, float]:
     """Metrics of every term's rows (summed over processes before dividing)."""
-    from accelerate.utils import gather_object
-
     local = [_local_summary(rows) for rows in rows_per_term]
     parts = gather_object([local]) if accelerator.num_processes > 1 else [local]
     metrics: dict[str, float] = {}

@@ -31,12 +31,13 @@ from expo_rl.engine.metrics import MetricsLogger
 from expo_rl.engine.optim import build_optimizer, build_scheduler
 from expo_rl.engine.prompt_limits import screen_overlong
 from expo_rl.engine.recipe import (
+    BuiltTerm,
     FrozenPolicy,
+    Parts,
     ProblemSet,
-    Term,
     build_terms,
     disable_dropout,
-    load_problem_set,
+    load_parts,
     prompt_function,
 )
 from expo_rl.engine.rollout_stats import row_metrics, verifier_metrics
@@ -49,7 +50,7 @@ from expo_rl.engine.step import (
     step_needs,
     training_step,
 )
-from expo_rl.policy import completion_logprobs, load_policy
+from expo_rl.policy import completion_logprobs
 from expo_rl.sources import Row, StepContext
 from expo_rl.verify import verifier_stats
 
@@ -63,7 +64,7 @@ class Run:
     model: Any
     tokenizer: Any
     frozen: FrozenPolicy
-    terms: list[Term]
+    terms: list[BuiltTerm]
     step_terms: list[StepTerm]
     needs_reference: bool
     needs_old: bool
@@ -86,25 +87,25 @@ def make_accelerator(config: RunConfig) -> Any:
                        gradient_accumulation_steps=config.train.grad_accum)
 
 
-def setup(config: RunConfig, accelerator: Any) -> Run:
-    """Model, frozen copy, sources, optimiser and schedule for ``config``."""
+def setup(config: RunConfig, accelerator: Any, parts: Parts | None = None) -> Run:
+    """Model, frozen copy, sources, optimiser and schedule for ``config``; ``parts``: the model,
+    tokenizer and problems built by the caller (``expo_rl.train``), else loaded from ``config``."""
     from accelerate.utils import set_seed
 
     set_seed(config.train.seed)
     output_dir = Path(config.train.output_dir)
-    dtype = getattr(torch, config.model.dtype)
-    model, tokenizer = load_policy(config.model.policy, dtype=dtype, device=str(accelerator.device))
+    parts = parts or load_parts(config, accelerator.device)
+    model, tokenizer = parts.model, parts.tokenizer
     disable_dropout(model)
     if config.model.gradient_checkpointing:
         enable_activation_checkpointing(model)
     model.train()
     step_terms = build_step_terms(config.terms)
     needs_reference, needs_old = step_needs(step_terms, mu=config.train.mu)
-    frozen = FrozenPolicy(lambda: load_policy(config.model.policy, dtype=dtype)[0], accelerator.device,
-                          eager=needs_reference)
+    frozen = FrozenPolicy(parts.initial_policy, accelerator.device, eager=needs_reference)
     prepare_model(model, step_terms)  # PPO's value head, before the optimiser
 
-    problem_set = load_problem_set(config)
+    problem_set = parts.problems
     train_problems = screen_overlong(problem_set.train, model=model, tokenizer=tokenizer,
                                      prompt=prompt_function(config, tokenizer, problem_set.task),
                                      on_overlong=config.data.on_overlong,
@@ -181,26 +182,29 @@ def enable_activation_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+def train(config: RunConfig, *, resume: bool = False, overwrite: bool = False,
+          parts: Parts | None = None) -> dict[str, Any]:
     """Run ``config`` to ``train.steps``; with ``resume``, continue from the last complete
     checkpoint in ``train.output_dir``; ``overwrite`` replaces a run already there (without
     either, a used output directory is refused). The directory is locked while training
-    (expo_rl.engine.run_dir). Returns a small summary."""
+    (expo_rl.engine.run_dir). ``parts``: the model, tokenizer and problems as objects
+    (``expo_rl.train``); without them they are loaded from ``config`` (the YAML path). Returns a
+    small summary."""
     lock = None
     if run_dir.is_main_process():
         lock = run_dir.lock_output(config.train.output_dir, run_dir.command_line())
     try:
         if lock is not None:
             run_dir.claim_train_dir(config.train.output_dir, resume=resume, overwrite=overwrite)
-        return _train(config, resume=resume)
+        return _train(config, resume=resume, parts=parts)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(config: RunConfig, *, resume: bool) -> dict[str, Any]:
+def _train(config: RunConfig, *, resume: bool, parts: Parts | None) -> dict[str, Any]:
     accelerator = make_accelerator(config)
-    run = setup(config, accelerator)
+    run = setup(config, accelerator, parts)
     if accelerator.is_main_process:
         run_dir.check_can_save(run.output_dir / "checkpoints", **run_dir.model_size(run.model))
     if accelerator.is_main_process:

@@ -97,6 +97,7 @@ from expo_rl.core.coefficients import (
 )
 from expo_rl.core.masked import masked_mean
 from expo_rl.engine.value import attach_value_head, capture_values
+from expo_rl.policy import completion_logprobs
 
 __all__ = ["LOSS_AGGREGATIONS", "Normalisers", "StepOutput", "StepTerm", "batch_normalisers",
            "build_step_terms", "fixed_inputs", "make_step_term", "prepare_model", "step_needs",
@@ -244,8 +245,6 @@ def _logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_size
     """Completion log-probs of the batch at ``temperature``; ``buckets``: length sub-batches
     (``completion_logprobs``), never while a value capture hooks the forward (it keeps one
     pass's hidden states)."""
-    from expo_rl.policy import completion_logprobs
-
     kwargs: dict[str, Any] = {"length_buckets": buckets, "temperature": temperature}
     if chunk_size is not None:
         kwargs["chunk_size"] = chunk_size

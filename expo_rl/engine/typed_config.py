@@ -10,12 +10,15 @@ names the dotted key at fault:
 
 Supported field types: ``bool``, ``int``, ``float`` (ints and numeric strings such as ``1e-5``
 accepted: YAML 1.1 reads ``1e-5`` as a string), ``str``, ``Literal[...]``, ``X | None``,
-``list[X]``, ``tuple[X, ...]``, ``dict[str, Any]`` and nested dataclasses. Field metadata
+``list[X]``, ``tuple[X, ...]``, ``dict[str, Any]``, nested dataclasses, and ``Callable`` (a
+value only Python code can give, e.g. a reward function; :func:`to_dict` writes it as
+``'module:qualname'``). Field metadata
 ``choices`` (a callable returning the allowed strings) validates registry names lazily.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import types
@@ -93,6 +96,10 @@ def coerce(tp: Any, value: Any, path: str, metadata: Any = None) -> Any:
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
+    if origin is collections.abc.Callable:
+        if callable(value):
+            return value
+        raise ConfigError(f"config key '{path}': expected a callable, got {type(value).__name__} ({value!r})")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{path}': expected a list ({_type_name(tp)}), got "
@@ -144,7 +151,7 @@ def _scalar(tp: Any, value: Any, path: str, metadata: Any) -> Any:
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type) and not typing.get_args(tp):
         return tp.__name__
-    return str(tp).replace("typing.", "")
+    return str(tp).replace("typing.", "").replace("collections.abc.", "")
 
 
 def to_dict(obj: Any) -> Any:
@@ -155,6 +162,8 @@ def to_dict(obj: Any) -> Any:
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
+    if callable(obj):  # a Python-only value (a reward function): its import path, for the record
+        return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__name__)}"
     return obj
 
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from expo_rl.policy.logprobs import unwrap
+
 VALUE_HEAD_ATTR = "expo_value_head"
 
 
@@ -42,13 +44,6 @@ class ValueHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.out(torch.tanh(self.hidden(hidden))).squeeze(-1)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DDP-style wrappers (``.module``)."""
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):
-        model = model.module
-    return model
 
 
 def _decoder(model: nn.Module) -> nn.Module:

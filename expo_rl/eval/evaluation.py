@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from expo_rl.data.records import Problem, problem_fields
 from expo_rl.eval.passk import mean_accuracy
 from expo_rl.eval.tables import ProblemScore, by_level, by_subject, format_table, pass_at_k_row
@@ -139,6 +141,7 @@ def evaluate(
     so a long run that is stopped still leaves its figures so far). ``prompt(problem)`` replaces
     the zero-shot prompt (e.g. a task's own text).
     """
+    # transformers via policy: `from expo_rl.eval import pass_at_k` stays light
     from expo_rl.policy import build_prompt, sample
 
     if not problems:
@@ -206,6 +209,4 @@ def evaluate(
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc="eval", unit="problem", disable=not enabled)

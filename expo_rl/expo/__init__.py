@@ -3,10 +3,8 @@
 Modules: ``hints`` (hint-source registry), ``explanations`` (prompts, generation, judging,
 JSONL cache), ``answer_format`` (answer formats, chain-of-thought/answer split), ``leaks``
 (sentences that mention the given answer), ``bank`` (offline/online refresh schedule),
-``scoring`` and ``diagnostics`` (Figure 2 NLL and Lemma 2 reachability), ``coefficients`` (the
-``exp_sft`` gradient coefficient, registered on import). The training parts are data sources:
+``scoring`` and ``diagnostics`` (Figure 2 NLL and Lemma 2 reachability). The ``exp_sft``
+gradient coefficient is registered with the others in ``expo_rl.core.coefficients``. The training parts are data sources:
 ``expo_rl.sources.explanations`` (ExP-GRPO's ExP-SFT rows) and ``expo_rl.sources.expo_pairs``
 (ExP-DPO pairs).
 """
-
-from expo_rl.expo import coefficients  # noqa: F401  (registers the exp_sft coefficient)

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from expo_rl.data.records import Problem
+from expo_rl.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,9 @@ class AnswerFormat:
         return cot.rstrip() + self.statement(answer)
 
 
-ANSWER_FORMATS: dict[str, AnswerFormat] = {
-    "boxed": AnswerFormat("boxed", "\n\nThe final answer is $\\boxed{", "}", "$."),
-    "gsm8k_hash": AnswerFormat("gsm8k_hash", "\n#### ", "", ""),
-}
+ANSWER_FORMATS: Registry[AnswerFormat] = Registry("answer format")
+ANSWER_FORMATS.add("boxed", AnswerFormat("boxed", "\n\nThe final answer is $\\boxed{", "}", "$."))
+ANSWER_FORMATS.add("gsm8k_hash", AnswerFormat("gsm8k_hash", "\n#### ", "", ""))
 
 # Which answer format each task uses by default (see the module docstring for why both are boxed).
 TASK_FORMATS: dict[str, str] = {"math": "boxed", "gsm8k": "boxed"}
@@ -59,13 +59,8 @@ TASKS = tuple(TASK_FORMATS)
 
 
 def get_answer_format(name: str) -> AnswerFormat:
-    """Look up an answer format by name; a clear error lists the allowed names."""
-    try:
-        return ANSWER_FORMATS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown answer format {name!r}; allowed: {', '.join(sorted(ANSWER_FORMATS))}"
-        ) from None
+    """Look up an answer format by name; UnknownNameError lists the allowed names."""
+    return ANSWER_FORMATS.get(name)
 
 
 def task_of(problem: Problem) -> str:

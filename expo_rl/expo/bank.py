@@ -38,6 +38,7 @@ from expo_rl.expo.explanations import (
     policy_fingerprint,
     read_explanations,
 )
+from expo_rl.policy.logprobs import unwrap
 
 
 def refresh_generation(step: int, every: int) -> int:
@@ -98,7 +99,7 @@ class ExplanationBank:
         generation = refresh_generation(step, self.every)
         stale = [p for p in problems if self.generation_of.get(p.id) != generation]
         if stale:
-            version = {"step": step - 1, "generation": generation, "hash": policy_fingerprint(_unwrap(policy))}
+            version = {"step": step - 1, "generation": generation, "hash": policy_fingerprint(unwrap(policy))}
             made = self.generate(policy, stale, seed)
             for explanation in made:
                 explanation.policy = {**explanation.policy, **version}
@@ -125,11 +126,6 @@ class ExplanationBank:
         return stats
 
 
-def _unwrap(model: Any) -> Any:
-    """The bare model inside a DDP/accelerate wrapper."""
-    return getattr(model, "module", model)
-
-
 def bank_generator(
     tokenizer: Any,
     config: ExplainConfig,
@@ -146,7 +142,7 @@ def bank_generator(
             chunk = problems[start : start + questions_per_call]
             out.extend(
                 generate_explanations(
-                    _unwrap(model), tokenizer, chunk, config, n=per_question, seed=seed + call, sampler=sampler
+                    unwrap(model), tokenizer, chunk, config, n=per_question, seed=seed + call, sampler=sampler
                 )
             )
         return out

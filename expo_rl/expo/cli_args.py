@@ -132,6 +132,7 @@ def checkpoint_step(model_spec: str) -> int | None:
 
 def load_model(args: argparse.Namespace):
     """``(model, tokenizer, policy_version)`` for ``--model``."""
+    # torch and transformers: imported when a command runs, not when `expo-rl` builds its parser
     import torch
 
     from expo_rl.expo.explanations import policy_version

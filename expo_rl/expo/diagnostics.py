@@ -45,6 +45,8 @@ from expo_rl.expo.answer_format import (
 )
 from expo_rl.expo.explanations import ExplainConfig, explanation_prompt, judge_explanation
 from expo_rl.expo.scoring import score_segments
+from expo_rl.policy import build_prompt, sample
+from expo_rl.verify import extract_answer, is_equivalent
 
 KINDS = ("self_explanation", "own_sample", "expert")
 
@@ -67,8 +69,6 @@ class DiagnoseConfig:
 
 def plain_prompt(tokenizer: Any, problem: Problem, instruction: str | None = None) -> str:
     """The plain prompt ``q`` every ExPO sample is scored and trained under."""
-    from expo_rl.policy import build_prompt
-
     if instruction is None:
         return build_prompt(tokenizer, problem.question)
     return build_prompt(tokenizer, problem.question, instruction=instruction)
@@ -112,9 +112,6 @@ def diagnose_batch(
     seed: int | None = None,
 ) -> list[dict[str, Any]]:
     """Per-question diagnosis records for ``problems`` (one generation call, then the scoring passes)."""
-    from expo_rl.policy import sample
-    from expo_rl.verify import extract_answer, is_equivalent
-
     plain = [plain_prompt(tokenizer, p, config.instruction) for p in problems]
     hinted = [explanation_prompt(tokenizer, p, explain)[0] for p in problems]
     batch = sample(
@@ -208,10 +205,10 @@ def stat(values: Iterable[float | None]) -> dict[str, float | int | None]:
 
 def _values(records: Sequence[dict[str, Any]], kind: str, key: str, accepted_only: bool = False):
     for record in records:
-        for sample in record[kind]:
-            if accepted_only and sample.get("status") != "accepted":
+        for item in record[kind]:
+            if accepted_only and item.get("status") != "accepted":
                 continue
-            yield sample.get(key)
+            yield item.get(key)
 
 
 def _question_mean(samples: Sequence[dict[str, Any]], key: str) -> float | None:
@@ -298,6 +295,7 @@ def format_table(summary: dict[str, Any]) -> str:
 
 def plot_histograms(records: Sequence[dict[str, Any]], out_dir) -> list[str]:
     """PNG histograms of per-sample NLL/token and log10 reachability; returns the file paths."""
+    # optional and slow to import: only the histograms need it
     import matplotlib
 
     matplotlib.use("Agg")

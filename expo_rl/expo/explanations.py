@@ -47,13 +47,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
 
-from expo_rl.data.appendlog import append_records, read_records
+from expo_rl.data.appendlog import append_records
+from expo_rl.data.jsonl import read_json_lines
 from expo_rl.data.records import Problem
-from expo_rl.expo.answer_format import get_answer_format, resolve_task, with_gold_answer
+from expo_rl.expo.answer_format import (
+    TASK_FORMATS,
+    get_answer_format,
+    resolve_task,
+    with_gold_answer,
+)
 from expo_rl.expo.hints import HintOptions, get_hint_source
 from expo_rl.expo.leaks import count_hint_mentions, strip_hint_mentions
+from expo_rl.policy import build_prompt, sample
 from expo_rl.policy.sampling import DRAWS
+from expo_rl.verify import extract_answer, is_equivalent
 
 OnMismatch = Literal["drop", "repair"]
 LeakPolicy = Literal["strip", "keep", "drop"]
@@ -94,8 +103,6 @@ def load_template(path: str | Path) -> ExplanationTemplate:
     path = Path(path)
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
-        import yaml
-
         data = yaml.safe_load(text)
     else:
         data = json.loads(text)
@@ -142,15 +149,11 @@ class ExplainConfig:
         return (self.templates or TEMPLATES).get(task, TEMPLATES[task])
 
     def format_for(self, task: str):
-        from expo_rl.expo.answer_format import TASK_FORMATS
-
         return get_answer_format(self.answer_format or TASK_FORMATS[task])
 
 
 def explanation_prompt(tokenizer: Any, problem: Problem, config: ExplainConfig) -> tuple[str, str]:
     """The prompt that asks for a self-explanation, and the hint text it contains."""
-    from expo_rl.policy import build_prompt
-
     task = resolve_task(config.task, problem)
     hint = get_hint_source(config.hint)(problem, config.hint_options)
     template = config.template_for(task)
@@ -200,8 +203,6 @@ def judge_explanation(raw: str, problem: Problem, config: ExplainConfig) -> dict
 
     Returns the fields ``text, status, extracted_answer, hint_mentions, positive``.
     """
-    from expo_rl.verify import extract_answer, is_equivalent
-
     if config.leak_policy == "strip":
         text, mentions = strip_hint_mentions(raw)
     else:
@@ -251,8 +252,6 @@ def generate_explanations(
         return []
     prompts, hints = zip(*(explanation_prompt(tokenizer, p, config) for p in problems))
     if sampler is None:
-        from expo_rl.policy import sample
-
         batch = sample(
             model,
             tokenizer,
@@ -321,13 +320,13 @@ def policy_version(model: torch.nn.Module, spec: str, step: int | None = None) -
 
 def read_explanations(path: str | Path) -> list[Explanation]:
     """All explanation records of a JSONL cache (a missing file is empty; a torn line from an
-    interrupted append is skipped with a warning, as ``expo_rl.data.jsonl`` does)."""
+    interrupted append is skipped with a warning)."""
     out = []
-    for line_no, row in enumerate(read_records(path, what="explanation record"), 1):
+    for line_no, record in read_json_lines(path, missing_ok=True, bad="warn"):
         try:
-            out.append(Explanation.from_json(row))
-        except TypeError as error:
-            raise ValueError(f"{path}: record {line_no} is not an explanation record ({error})") from None
+            out.append(Explanation.from_json(record))
+        except (TypeError, AttributeError) as error:
+            raise ValueError(f"{path}:{line_no}: not an explanation record ({error})") from None
     return out
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from expo_rl.data.records import Problem
 from expo_rl.expo.answer_format import expert_solution
+from expo_rl.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -52,29 +53,17 @@ class HintOptions:
 
 
 HintSource = Callable[[Problem, HintOptions], str]
-HINT_SOURCES: dict[str, HintSource] = {}
+HINT_SOURCES: Registry[HintSource] = Registry("hint source")
 
 
 def register_hint(name: str) -> Callable[[HintSource], HintSource]:
     """Decorator: register a hint source under ``name``."""
-
-    def decorator(fn: HintSource) -> HintSource:
-        if name in HINT_SOURCES:
-            raise ValueError(f"hint source {name!r} is already registered")
-        HINT_SOURCES[name] = fn
-        return fn
-
-    return decorator
+    return HINT_SOURCES.register(name)
 
 
 def get_hint_source(name: str) -> HintSource:
-    """The hint source registered under ``name`` (clear error listing the allowed names)."""
-    try:
-        return HINT_SOURCES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown hint source {name!r}; allowed: {', '.join(sorted(HINT_SOURCES))}"
-        ) from None
+    """The hint source registered under ``name`` (UnknownNameError lists the allowed names)."""
+    return HINT_SOURCES.get(name)
 
 
 def answer_sentence(answer: str) -> str:

@@ -33,33 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from expo_rl.data.records import Problem, problem_fields  # noqa: F401 (sources import it from here)
+from expo_rl.data.records import Problem, Row, problem_fields  # noqa: F401 (sources import them from here)
 from expo_rl.policy import encode_prompt
+from expo_rl.registry import Registry
 from expo_rl.tasks import DemoTask
-
-
-@dataclass
-class Row:
-    """One (q, o) sequence for the training step.
-
-    ``group`` ties the G outputs of one question together (GRPO), ``pair`` ties o+ and o-
-    (DPO, with ``pair_sign`` +1 chosen / -1 rejected); both are -1 when unused and are local to
-    the source (the runtime offsets them when it combines terms). ``reward`` is None until scored;
-    ``reward_parts`` holds each weighted reward's own value when the term has several.
-    """
-
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    problem_id: str
-    reference: str
-    completion: str = ""
-    reward: float | None = None
-    group: int = -1
-    pair: int = -1
-    pair_sign: int = 0
-    finished: bool = True
-    fields: dict[str, Any] = field(default_factory=dict)
-    reward_parts: dict[str, float] = field(default_factory=dict)  # label -> value, when a term has several
 
 
 @dataclass
@@ -126,26 +103,23 @@ class SourceSpec:
     description: str
 
 
-SOURCES: dict[str, SourceSpec] = {}
+SOURCES: Registry[SourceSpec] = Registry("data source")
 
 
 def register_source(name: str, options: type) -> Callable:
     """Decorator registering ``build(problems, options, env) -> Source`` under ``name``."""
 
     def wrap(build: Callable) -> Callable:
-        if name in SOURCES:
-            raise ValueError(f"data source {name!r} is already registered")
         doc = (build.__doc__ or "").strip().splitlines()
-        SOURCES[name] = SourceSpec(name, options, build, doc[0] if doc else "")
+        SOURCES.add(name, SourceSpec(name, options, build, doc[0] if doc else ""))
         return build
 
     return wrap
 
 
 def get_source(name: str) -> SourceSpec:
-    if name not in SOURCES:
-        raise KeyError(f"unknown data source {name!r}; registered: {', '.join(sorted(SOURCES))}")
-    return SOURCES[name]
+    """The source registered as ``name`` (:class:`~expo_rl.registry.UnknownNameError` lists the names)."""
+    return SOURCES.get(name)
 
 
 def local_share(units: list[Any], env: SourceEnv) -> list[Any]:

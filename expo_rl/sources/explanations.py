@@ -17,7 +17,7 @@ the same ``questions_per_step`` as the GRPO term both terms see the same questio
 explanation contribute no row (counted in ``explain/*`` metrics) but still count in the term's
 normaliser: the source reports ``step_samples() = questions drawn x rows_per_question`` (this
 process's share), which the step divides the summed log-likelihood by, so lambda's effective
-size is the same at every step (``expo_rl.expo.coefficients``).
+size is the same at every step (``expo_rl.core.coefficients.exp_sft``).
 
 ``only_zero_signal: true`` (beyond the paper) keeps a question's explanation rows only when the
 rows of the term named ``signal_term`` for that question this step had no correct sample

@@ -9,9 +9,9 @@ The completion ends with EOS so the model learns to stop. ``target`` picks o:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
+from expo_rl.data.jsonl import read_json_lines
 from expo_rl.data.records import Problem
 from expo_rl.policy import encode_prompt
 from expo_rl.sources.base import (
@@ -41,20 +41,16 @@ Pair = tuple[Problem, str, "str | None"]  # (problem, completion, verbatim promp
 def read_pairs(path: str) -> list[Pair]:
     """(problem, completion, verbatim prompt) triples from a JSONL file; errors name the file and line."""
     pairs = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                prompt = record.get("prompt")
-                question = record["question"] if prompt is None else str(prompt)
-                problem = Problem(id=str(record.get("id", line_no)), question=question,
-                                  answer=str(record.get("answer", "")))
-                pairs.append((problem, record["completion"], prompt))
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-                raise ValueError(f"{path}:{line_no}: expected a JSON object with 'question' (or 'prompt') "
-                                 f"and 'completion' ({error})") from None
+    for line_no, record in read_json_lines(path):
+        try:
+            prompt = record.get("prompt")
+            question = record["question"] if prompt is None else str(prompt)
+            problem = Problem(id=str(record.get("id", line_no)), question=question,
+                              answer=str(record.get("answer", "")))
+            pairs.append((problem, record["completion"], prompt))
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{path}:{line_no}: expected a JSON object with 'question' (or 'prompt') "
+                             f"and 'completion' ({error})") from None
     return pairs
 
 

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from expo_rl.data.appendlog import append_records, read_records
+from expo_rl.data.appendlog import append_records
+from expo_rl.data.jsonl import read_json_lines
 from expo_rl.data.records import Problem
 from expo_rl.sources.base import (
     Row,
@@ -46,7 +47,8 @@ def _read_cache(path: Path | None, keys: dict[str, str]) -> dict[str, list[dict[
     if path is None:
         return cached
     stale = 0
-    for record in read_records(path, what="cache line"):
+    # a torn last line from an interrupted append is skipped: everything before it is usable
+    for _, record in read_json_lines(path, missing_ok=True, bad="warn"):
         key = record.pop(KEY_FIELD, None)
         problem_id = record.get("problem_id")
         if problem_id not in keys:

@@ -15,10 +15,10 @@ without a pair are counted. Each step takes
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from expo_rl.data.jsonl import read_json_lines
 from expo_rl.data.records import Problem
 from expo_rl.sources.base import (
     Row,
@@ -74,24 +74,20 @@ class PreferencePairsOptions:
 def read_preference_file(path: str, env: SourceEnv) -> list[tuple[Row, Row]]:
     """(chosen, rejected) rows from a JSONL file; errors name the file and line."""
     pairs = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                problem = Problem(id=str(record.get("id", line_no)), question=record["question"],
-                                  answer=str(record.get("answer", "")))
-                texts = (record["chosen"], record["rejected"])
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise ValueError(f"{path}:{line_no}: expected a JSON object with 'question', "
-                                 f"'chosen' and 'rejected' ({error})") from None
-            prompt_ids = question_prompt_ids(env, problem)
-            pairs.append(tuple(
-                Row(prompt_ids=prompt_ids, completion_ids=encode(env.tokenizer, text, eos=True),
-                    problem_id=problem.id, reference=problem.answer, completion=text,
-                    fields=problem_fields(problem))
-                for text in texts))
+    for line_no, record in read_json_lines(path):
+        try:
+            problem = Problem(id=str(record.get("id", line_no)), question=record["question"],
+                              answer=str(record.get("answer", "")))
+            texts = (record["chosen"], record["rejected"])
+        except (AttributeError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}:{line_no}: expected a JSON object with 'question', "
+                             f"'chosen' and 'rejected' ({error})") from None
+        prompt_ids = question_prompt_ids(env, problem)
+        pairs.append(tuple(
+            Row(prompt_ids=prompt_ids, completion_ids=encode(env.tokenizer, text, eos=True),
+                problem_id=problem.id, reference=problem.answer, completion=text,
+                fields=problem_fields(problem))
+            for text in texts))
     return pairs
 
 

@@ -12,34 +12,24 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from expo_rl.registry import Registry
 from expo_rl.verify.equivalence import DEFAULT_TIMEOUT_S, is_equivalent
 from expo_rl.verify.extract import extract_answer, has_boxed_answer, reference_answer
 from expo_rl.verify.pool import default_pool_size
 from expo_rl.verify.stats import verifier_stats
 
 RewardFn = Callable[..., float]
-REWARDS: dict[str, RewardFn] = {}
+REWARDS: Registry[RewardFn] = Registry("reward", hint=" (or 'package.module:function' for your own)")
 
 
 def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
     """Decorator: make ``fn`` available to configs as ``reward: <name>``."""
-
-    def add(fn: RewardFn) -> RewardFn:
-        if name in REWARDS and REWARDS[name] is not fn:
-            raise ValueError(f"reward {name!r} is already registered ({REWARDS[name].__name__})")
-        REWARDS[name] = fn
-        return fn
-
-    return add
+    return REWARDS.register(name)
 
 
 def get_reward(name: str) -> RewardFn:
-    """The registered reward called ``name``; a ValueError lists the allowed names."""
-    try:
-        return REWARDS[name]
-    except KeyError:
-        raise ValueError(f"unknown reward {name!r}; allowed: {', '.join(sorted(REWARDS))} "
-                         "(or 'package.module:function' for your own)") from None
+    """The registered reward called ``name``; an UnknownNameError (a ValueError) lists the names."""
+    return REWARDS.get(name)
 
 
 @register_reward("correctness")
