@@ -7,7 +7,8 @@ import json
 from adversarial_helpers import QUESTIONS, write_problems
 
 from expo_rl.cli import main
-from expo_rl.data.appendlog import append_records, read_records, repair_tail
+from expo_rl.data.appendlog import append_records, repair_tail
+from expo_rl.data.jsonl import read_json_lines
 from expo_rl.data.records import Problem
 from expo_rl.engine.cache_context import cache_context
 from expo_rl.engine.config import load_config
@@ -22,6 +23,11 @@ from expo_rl.policy.sampling import SampleBatch
 from expo_rl.sources import SourceEnv
 from expo_rl.sources.cache_key import problem_keys
 from expo_rl.sources.frozen import sample_once
+
+
+def _records(path):
+    """The JSON objects of an append-only file, a torn line skipped with a warning."""
+    return [record for _, record in read_json_lines(path, missing_ok=True, bad="warn")]
 
 
 def _env(tmp_path, calls, context):
@@ -80,13 +86,13 @@ def test_rft_run_resamples_after_the_data_file_changes(tmp_path, capsys):
             "--set", "sampling.max_new_tokens=4", "--set", "train.log_entropy=false"]
     cache = out / "cache" / "rft.jsonl"
     assert main(args) == 0
-    first = read_records(cache)
+    first = _records(cache)
     assert len(first) == 8
     assert main([*args, "--overwrite"]) == 0
-    assert len(read_records(cache)) == 8  # unchanged settings: reused
+    assert len(_records(cache)) == 8  # unchanged settings: reused
     write_problems(data, suffix=" Think.")  # same ids, new questions
     assert main([*args, "--overwrite"]) == 0
-    records = read_records(cache)
+    records = _records(cache)
     assert len(records) == 16 and len({r["cache_key"] for r in records}) == 8
     assert "cache key differs" in capsys.readouterr().err
 
@@ -112,10 +118,10 @@ def test_torn_last_line_is_skipped_and_the_next_append_starts_clean(tmp_path, ca
     append_records(path, [{"a": 1}, {"a": 2}])
     with open(path, "a") as handle:
         handle.write('{"a": 3, "tru')  # killed mid-write
-    assert read_records(path) == [{"a": 1}, {"a": 2}]
-    assert "unreadable" in capsys.readouterr().err
+    assert _records(path) == [{"a": 1}, {"a": 2}]
+    assert "c.jsonl:3: invalid JSON" in capsys.readouterr().err
     append_records(path, [{"a": 4}])
-    assert read_records(path) == [{"a": 1}, {"a": 2}, {"a": 4}]
+    assert _records(path) == [{"a": 1}, {"a": 2}, {"a": 4}]
     assert all(json.loads(line) for line in path.read_text().splitlines())
     assert repair_tail(path) == 0
 

@@ -59,7 +59,7 @@ def test_refused_before_any_model_is_loaded(tmp_path, monkeypatch, capsys):
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr("expo_rl.engine.runtime.load_policy", no_model)
+    monkeypatch.setattr("expo_rl.engine.recipe.load_policy", no_model)  # load_parts loads the model
     assert main(["train", "sft", "--set", "optim.max_grad_norm=-1", "--set", f"train.output_dir={tmp_path}"]) == 2
     assert "optim.max_grad_norm" in capsys.readouterr().err
 
