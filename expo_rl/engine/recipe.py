@@ -9,7 +9,8 @@ the engine's step/optimiser/checkpoint modules.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,20 @@ class FrozenPolicy:
             self.model = model.to(self._device).eval().requires_grad_(False)
         return self.model
 
+    @contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """pi_ref for the duration of a ``with`` block (a LoRA run's reference disables adapters
+        instead: ``expo_rl.engine.lora_policy.BaseModelReference``)."""
+        yield self()
+
 
 def build_terms(config: RunConfig, problems: list[Problem], *, tokenizer: Any,
-                frozen: FrozenPolicy, accelerator: Any, output_dir: Path) -> list[Term]:
-    """One :class:`Term` per ``config.terms`` entry, each with its own :class:`SourceEnv`."""
+                frozen: FrozenPolicy, accelerator: Any, output_dir: Path, rollout: Any = None) -> list[Term]:
+    """One :class:`Term` per ``config.terms`` entry, each with its own :class:`SourceEnv`.
+
+    ``rollout``: a rollout engine (``expo_rl.rollout``) that samples the current policy; None
+    (``sampling.engine: hf``) samples with the built-in decode loop. The frozen policy is always
+    sampled with the built-in loop (its samples are drawn once and cached)."""
     s = config.sampling
     prompt_kwargs = {} if config.data.instruction is None else {"instruction": config.data.instruction}
 
@@ -110,6 +121,8 @@ def build_terms(config: RunConfig, problems: list[Problem], *, tokenizer: Any,
         return build_prompt(tokenizer, question, **prompt_kwargs)
 
     def sample_fn(model: Any, prompts: list[str], *, n: int, seed: int) -> Any:
+        if rollout is not None and model is not frozen.model:
+            return rollout.sample(model, prompts, n=n, seed=seed)
         was_training = model.training
         model.eval()
         try:

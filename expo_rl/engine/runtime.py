@@ -26,10 +26,12 @@ from tqdm import tqdm
 from expo_rl.engine import checkpoint
 from expo_rl.engine.batching import pack, split_micro_batches, tag_rows
 from expo_rl.engine.config import RunConfig, config_dict, resume_warnings
+from expo_rl.engine.lora_policy import BaseModelReference, load_base, wrap_lora
 from expo_rl.engine.metrics import MetricsLogger
 from expo_rl.engine.optim import build_optimizer, build_scheduler
 from expo_rl.engine.recipe import FrozenPolicy, Term, build_terms, disable_dropout, load_problem_set
 from expo_rl.engine.rollout_stats import row_metrics
+from expo_rl.engine.rollouts import apply_sampler_correction, build_rollout, sampler_metrics
 from expo_rl.engine.step import (
     StepTerm,
     batch_normalisers,
@@ -59,6 +61,7 @@ class Run:
     optimizer: Any
     scheduler: Any
     output_dir: Path
+    rollout: Any = None  # the rollout engine (sampling.engine: vllm), None for the built-in loop
 
 
 def make_accelerator(config: RunConfig) -> Any:
@@ -79,20 +82,26 @@ def setup(config: RunConfig, accelerator: Any) -> Run:
     set_seed(config.train.seed)
     output_dir = Path(config.train.output_dir)
     dtype = getattr(torch, config.model.dtype)
-    model, tokenizer = load_policy(config.model.policy, dtype=dtype, device=str(accelerator.device))
+    lora = config.model.lora
+    model, tokenizer = load_base(config.model.policy, lora, lambda: load_policy(
+        config.model.policy, dtype=dtype, device=str(accelerator.device)))
     disable_dropout(model)
+    if lora.r > 0:  # after disable_dropout: lora.dropout applies to the adapter input
+        model = wrap_lora(model, lora)
     if config.model.gradient_checkpointing:
         enable_activation_checkpointing(model)
     model.train()
     step_terms = build_step_terms(config.terms)
     needs_reference, needs_old = step_needs(step_terms, mu=config.train.mu)
-    frozen = FrozenPolicy(lambda: load_policy(config.model.policy, dtype=dtype)[0], accelerator.device,
-                          eager=needs_reference)
+    load_frozen = lambda: load_policy(config.model.policy, dtype=dtype)[0]  # noqa: E731
+    frozen = (BaseModelReference(model, load_frozen, accelerator.device) if lora.r > 0
+              else FrozenPolicy(load_frozen, accelerator.device, eager=needs_reference))
     prepare_model(model, step_terms)  # PPO's value head, before the optimiser
 
     problems = load_problem_set(config)
+    rollout = build_rollout(config, model, tokenizer)  # before prepare: the full weights are here
     terms = build_terms(config, problems, tokenizer=tokenizer, frozen=frozen,
-                        accelerator=accelerator, output_dir=output_dir)
+                        accelerator=accelerator, output_dir=output_dir, rollout=rollout)
     for term in terms:
         term.source.prepare(term.env)
 
@@ -110,7 +119,7 @@ def setup(config: RunConfig, accelerator: Any) -> Run:
     # Not prepared: accelerate would step a prepared scheduler once per process per update.
     accelerator.register_for_checkpointing(scheduler)
     return Run(config, accelerator, model, tokenizer, frozen, terms, step_terms, needs_reference,
-               needs_old, optimizer, scheduler, output_dir)
+               needs_old, optimizer, scheduler, output_dir, rollout)
 
 
 @contextmanager
@@ -219,7 +228,9 @@ def train_step(run: Run, step: int) -> dict[str, float]:
     stats, grad_norm, lr = update(run, micro_batches, normalisers(run, micro_batches))
     updated = time.perf_counter()
 
-    metrics = mean_over_processes(run.accelerator, {**stats, **entropy_metrics(run, micro_batches)})
+    metrics = mean_over_processes(run.accelerator, {**stats, **entropy_metrics(run, micro_batches),
+                                                    **sampler_metrics(micro_batches, run.config.sampling.tis_cap),
+                                                    **(run.rollout.stats() if run.rollout else {})})
     metrics.update(row_metrics(run.accelerator, run.terms, rows_per_term))
     metrics.update(mean_over_processes(run.accelerator, source_metrics(run)))
     metrics["optim/lr"] = lr  # of the step's last update
@@ -289,13 +300,15 @@ def add_fixed_inputs(run: Run, batch: dict[str, torch.Tensor]) -> None:
     args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
     # the frozen copy is not prepared, so it gets the policy's autocast explicitly
     with torch.no_grad(), run.accelerator.autocast():
-        if run.needs_old or run.config.train.log_entropy:
+        if run.needs_reference:
+            with run.frozen.reference() as reference:  # LoRA: the policy with adapters disabled
+                batch["ref_logprobs"] = completion_logprobs(reference, *args, length_buckets=True)
+        # sampler log-probs (vllm engine) are compared with pi_old before any update
+        if run.needs_old or run.config.train.log_entropy or "sampler_logprobs" in batch:
             batch["old_logprobs"], batch["entropy"] = completion_logprobs(
                 run.model, *args, return_entropy=True, length_buckets=True)
-            fixed_inputs(run.model, batch, run.step_terms,  # PPO's old values, pi_ref
-                         reference_model=run.frozen() if run.needs_reference else None)
-        elif run.needs_reference:
-            batch["ref_logprobs"] = completion_logprobs(run.frozen(), *args, length_buckets=True)
+            fixed_inputs(run.model, batch, run.step_terms)  # PPO's old values
+    apply_sampler_correction(batch, run.config.sampling.tis_cap)
 
 
 def entropy_metrics(run: Run, micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:

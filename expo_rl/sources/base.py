@@ -47,6 +47,8 @@ class Row:
     pair_sign: int = 0
     finished: bool = True
     fields: dict[str, Any] = field(default_factory=dict)
+    # the rollout engine's log-prob of each completion token (None: the engine reports none)
+    sampler_logprobs: list[float] | None = None
 
 
 @dataclass
@@ -175,5 +177,6 @@ def rows_from_samples(batch: Any, problems: list[Problem], *, group_offset: int 
             problem_id=problem.id, reference=problem.answer, completion=batch.texts[j],
             group=group_offset + index, finished=bool(batch.finished[j]),
             fields=problem_fields(problem),
+            sampler_logprobs=None if getattr(batch, "logprobs", None) is None else list(batch.logprobs[j]),
         ))
     return rows
