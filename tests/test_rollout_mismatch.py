@@ -6,7 +6,14 @@ from __future__ import annotations
 import math
 
 import torch
-from test_engine_step_common import flat_grad, plain_logprobs, random_batch, rel_err, seq_mean, tiny_model
+from test_engine_step_common import (
+    flat_grad,
+    plain_logprobs,
+    random_batch,
+    rel_err,
+    seq_mean,
+    tiny_model,
+)
 
 from expo_rl.core.mismatch import mismatch_stats, tis_weights
 from expo_rl.engine.batching import TaggedRow, pack

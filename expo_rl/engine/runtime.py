@@ -99,7 +99,8 @@ def setup(config: RunConfig, accelerator: Any) -> Run:
     prepare_model(model, step_terms)  # PPO's value head, before the optimiser
 
     problems = load_problem_set(config)
-    rollout = build_rollout(config, model, tokenizer)  # before prepare: the full weights are here
+    rollout = build_rollout(config, model, tokenizer,  # before prepare: the full weights are here
+                            full_sync=accelerator.distributed_type in ("FSDP", "DEEPSPEED"))
     terms = build_terms(config, problems, tokenizer=tokenizer, frozen=frozen,
                         accelerator=accelerator, output_dir=output_dir, rollout=rollout)
     for term in terms:
@@ -238,6 +239,8 @@ def train_step(run: Run, step: int) -> dict[str, float]:
     metrics["time/sample_s"] = sampled - started
     metrics["time/update_s"] = updated - sampled
     metrics["time/step_s"] = time.perf_counter() - started
+    if torch.cuda.is_available():  # the trainer's and a colocated vLLM engine's tensors together
+        metrics["memory/peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return metrics
 
 

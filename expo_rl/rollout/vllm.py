@@ -110,7 +110,7 @@ class VLLMEngine:
 
     def __init__(self, model: Any, tokenizer: Any, settings: SamplingSettings, *, kv_cache_gb: float = 1.0,
                  gpu_memory_utilization: float = 0.3, max_model_len: int | None = None, sleep: bool = False,
-                 seed: int = 0) -> None:
+                 dtype: str | None = None, full_sync: bool = False, seed: int = 0) -> None:
         on_gpu = torch.cuda.is_available()
         if not on_gpu:
             # the CPU backend sizes its KV cache from this variable (GiB), read at engine start
@@ -122,14 +122,14 @@ class VLLMEngine:
         self.tokenizer, self.settings = tokenizer, settings
         self.eos_ids = eos_token_ids(model, tokenizer)
         inner = unwrap(model)
-        dtype = next(inner.parameters()).dtype
+        param_dtype = next(inner.parameters()).dtype
         config = (inner.get_base_model() if is_lora(inner) else inner).config
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         limit = getattr(text_config, "max_position_embeddings", None) or 4096
         self._dir = tempfile.mkdtemp(prefix="expo-rl-vllm-")
         started = time.perf_counter()
         write_snapshot(model, tokenizer, self._dir)
-        kwargs: dict[str, Any] = dict(model=self._dir, dtype=_DTYPES.get(dtype, "auto"), seed=seed,
+        kwargs: dict[str, Any] = dict(model=self._dir, dtype=dtype or _DTYPES.get(param_dtype, "auto"), seed=seed,
                                       enforce_eager=True, skip_tokenizer_init=True,
                                       max_model_len=max_model_len or min(int(limit), 8192),
                                       logprobs_mode="raw_logprobs")
@@ -141,6 +141,7 @@ class VLLMEngine:
             self.llm.sleep(level=1)
         self.load_s = time.perf_counter() - started
         self.tracker = WeightTracker(model)
+        self.full_sync = full_sync
         self._stats: dict[str, float] = {}
 
     # -- weights ---------------------------------------------------------------------------------
@@ -153,7 +154,7 @@ class VLLMEngine:
     def sync(self, model: Any) -> int:
         """Load the parameters changed since the last sync into vLLM; returns how many tensors."""
         started = time.perf_counter()
-        changed = list(self.tracker.changed(model))
+        changed = list(merged_named_weights(model) if self.full_sync else self.tracker.changed(model))
         if changed:
             target = self._runner().model
             device = next(target.parameters()).device
