@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,7 @@ class VLLMEngine:
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         limit = getattr(text_config, "max_position_embeddings", None) or 4096
         self._dir = tempfile.mkdtemp(prefix="expo-rl-vllm-")
+        weakref.finalize(self, shutil.rmtree, self._dir, True)  # the snapshot goes with the engine
         started = time.perf_counter()
         write_snapshot(model, tokenizer, self._dir)
         kwargs: dict[str, Any] = dict(model=self._dir, dtype=dtype or _DTYPES.get(param_dtype, "auto"), seed=seed,
