@@ -59,7 +59,8 @@ def bench_model(spec: str, engines: list[str], args: argparse.Namespace) -> dict
         if engine == "vllm":
             load_s, vllm_engine = timed(lambda: make_engine(
                 "vllm", model, tokenizer, SamplingSettings(temperature=1.0, max_new_tokens=args.new_tokens)))
-            run = lambda ps: vllm_engine.sample(model, ps, n=1, seed=0)  # noqa: E731
+            def run(ps, engine_=vllm_engine):
+                return engine_.sample(model, ps, n=1, seed=0)
         else:
             load_s = 0.0
             kind = "generate" if engine == "trl_generate" else "compact"
@@ -69,7 +70,7 @@ def bench_model(spec: str, engines: list[str], args: argparse.Namespace) -> dict
                     return sample(model, tokenizer, ps, n=1, temperature=1.0, max_new_tokens=args.new_tokens,
                                   seed=0, engine=kind)
         run(warm)
-        seconds, batch = timed(lambda: run(prompts))
+        seconds, batch = timed(lambda run=run: run(prompts))
         tokens = sum(len(c) for c in batch.completion_ids)
         results[engine] = {"tokens": tokens, "seconds": round(seconds, 2),
                            "tokens_per_s": round(tokens / seconds, 1), "engine_load_s": round(load_s, 1)}
