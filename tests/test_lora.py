@@ -138,5 +138,6 @@ def test_lora_resume_gives_same_metrics_and_merge_writes_hf_model(tmp_path, toy_
     with torch.no_grad():
         torch.testing.assert_close(completion_logprobs(merged.eval(), ids, mask, completion),
                                    completion_logprobs(adapted.eval(), ids, mask, completion), rtol=0, atol=1e-5)
-        plain = completion_logprobs(base.eval(), ids, mask, completion)  # (adapter is in `adapted` only)
+        plain_model, _ = load_policy("tiny:qwen2")  # from_pretrained put the adapter into `base`
+        plain = completion_logprobs(plain_model.eval(), ids, mask, completion)
     assert (completion_logprobs(merged.eval(), ids, mask, completion) - plain).abs().max() > 1e-4
