@@ -73,3 +73,16 @@ def test_step_gradient_scales_with_tis_weight():
     mask = batch["completion_mask"].double()
     objective = seq_mean(batch["tis_weight"] * plain_logprobs(model, batch), mask).mean()
     assert rel_err(got, flat_grad(model, -objective)) <= 1e-6
+
+
+def test_hf_engine_is_the_built_in_sampler():
+    from expo_rl.policy import load_policy, sample
+    from expo_rl.rollout import SamplingSettings, make_engine
+
+    model, tokenizer = load_policy("tiny:qwen2")
+    model.train()
+    engine = make_engine("hf", model, tokenizer, SamplingSettings(temperature=1.0, max_new_tokens=8))
+    got = engine.sample(model, ["a", "bb"], n=2, seed=3)
+    expected = sample(model, tokenizer, ["a", "bb"], n=2, temperature=1.0, max_new_tokens=8, seed=3)
+    assert got.completion_ids == expected.completion_ids and got.logprobs is None
+    assert model.training  # restored
