@@ -3,7 +3,9 @@
     VLLM_ENABLE_V1_MULTIPROCESSING=0 .venv-vllm/bin/python bench/rollout.py      # make bench-rollout
     ... bench/rollout.py --models tiny:qwen2:20m --prompts 16 --new-tokens 32   # a quick look
 
-For each model (fp32, ``--threads`` torch threads) and engine it samples ``--prompts`` prompts x 1
+For each model (fp32, ``--threads`` torch threads) and engine, in a fresh subprocess (vLLM's CPU
+worker binds the process's OpenMP threads to cores, which would also change the speed of an
+engine measured after it in the same process), it samples ``--prompts`` prompts x 1
 completion of up to ``--new-tokens`` tokens at temperature 1 (EOS allowed, so tokens/s counts the
 tokens actually generated), after one untimed warm-up call, and writes
 ``bench/results/rollout.json``:
@@ -83,6 +85,21 @@ def bench_model(spec: str, engines: list[str], args: argparse.Namespace) -> dict
     return results
 
 
+def isolated(spec: str, engine: str, args: argparse.Namespace) -> dict:
+    """``bench_model(spec, [engine])`` in a fresh Python process; its result dict."""
+    import subprocess
+
+    command = [sys.executable, __file__, "--single", "--models", spec, "--engines", engine,
+               "--prompts", str(args.prompts), "--new-tokens", str(args.new_tokens), "--threads", str(args.threads)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    if out.returncode != 0:
+        return {"error": out.stderr[-2000:]}
+    line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    print(f"{spec} {engine}: {result.get(engine, result)}", flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="tiny:qwen2:20m,gemma3-270m")
@@ -91,8 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "rollout.json"))
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per (model, engine) process")
+    parser.add_argument("--single", action="store_true", help="(internal) measure in this process, print RESULT")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.single:
+        print("RESULT " + json.dumps(bench_model(args.models, args.engines.split(","), args)), flush=True)
+        return 0
     import vllm
 
     results = {"meta": {"command": " ".join(sys.argv), "prompts": args.prompts, "new_tokens": args.new_tokens,
@@ -100,7 +122,15 @@ def main(argv: list[str] | None = None) -> int:
                         "vllm": vllm.__version__, "machine": platform.processor() or platform.machine(),
                         "cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()[0]}}
     for spec in args.models.split(","):
-        results[spec] = bench_model(spec, args.engines.split(","), args)
+        cell: dict = {}
+        for engine in args.engines.split(","):
+            part = isolated(spec, engine, args)
+            cell.update({k: v for k, v in part.items() if k != "error"})
+            if "error" in part:
+                cell[engine] = {"error": part["error"]}
+        if "tokens_per_s" in cell.get("hf", {}) and "tokens_per_s" in cell.get("vllm", {}):
+            cell["vllm_over_hf"] = round(cell["vllm"]["tokens_per_s"] / cell["hf"]["tokens_per_s"], 2)
+        results[spec] = cell
     results["meta"]["load_avg_at_end"] = os.getloadavg()[0]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
