@@ -55,3 +55,5 @@ class Row:
     finished: bool = True
     fields: dict[str, Any] = field(default_factory=dict)
     reward_parts: dict[str, float] = field(default_factory=dict)  # label -> value, when a term has several
+    # the rollout engine's log-prob of each completion token (None: the engine reports none)
+    sampler_logprobs: list[float] | None = None

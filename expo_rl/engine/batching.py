@@ -137,7 +137,9 @@ def pack(rows: list[TaggedRow], *, pad_id: int, device: torch.device) -> dict[st
 
     Returns input_ids / attention_mask / completion_mask [B,T]; rewards [B] (0 where unscored);
     term_index, group_index, pair_index, pair_sign [B] (long; -1 / 0 when unused); truncated [B]
-    (long: 1 where the sample hit the length cap, for overlong filtering).
+    (long: 1 where the sample hit the length cap, for overlong filtering); and when any row
+    carries the rollout engine's log-probs, sampler_logprobs [B,T] (at completion positions) with
+    sampler_mask [B,T] (True where a sampler log-prob is known).
     """
     input_ids, attention_mask, completion_mask = pack_sequences(
         [r.row.prompt_ids for r in rows], [r.row.completion_ids for r in rows], pad_id)
@@ -145,7 +147,7 @@ def pack(rows: list[TaggedRow], *, pad_id: int, device: torch.device) -> dict[st
     def long(values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=device)
 
-    return {
+    batch = {
         "input_ids": input_ids.to(device),
         "attention_mask": attention_mask.to(device),
         "completion_mask": completion_mask.to(device),
@@ -156,3 +158,24 @@ def pack(rows: list[TaggedRow], *, pad_id: int, device: torch.device) -> dict[st
         "pair_sign": long([r.row.pair_sign for r in rows]),
         "truncated": long([int(not r.row.finished) for r in rows]),
     }
+    if any(r.row.sampler_logprobs is not None for r in rows):
+        batch["sampler_logprobs"], batch["sampler_mask"] = _sampler_logprobs(rows, completion_mask)
+        batch["sampler_logprobs"] = batch["sampler_logprobs"].to(device)
+        batch["sampler_mask"] = batch["sampler_mask"].to(device)
+    return batch
+
+
+def _sampler_logprobs(rows: list[TaggedRow], completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B,T] sampler log-probs placed at each row's completion positions, and where they are known."""
+    values = torch.zeros(completion_mask.shape, dtype=torch.float32)
+    known = torch.zeros(completion_mask.shape, dtype=torch.bool)
+    for b, tagged in enumerate(rows):
+        logprobs = tagged.row.sampler_logprobs
+        if logprobs is None:
+            continue
+        positions = completion_mask[b].nonzero(as_tuple=True)[0]
+        if len(positions) != len(logprobs):
+            raise ValueError(f"row {b}: {len(logprobs)} sampler log-probs for {len(positions)} completion tokens")
+        values[b, positions] = torch.tensor(logprobs, dtype=torch.float32)
+        known[b, positions] = True
+    return values, known

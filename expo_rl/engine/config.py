@@ -61,6 +61,17 @@ def _help(text: str, **kw: Any) -> Any:
 
 
 @dataclass
+class LoraOptions:
+    r: int = _help("LoRA rank (0: full fine-tuning). With LoRA the reference policy is the base model "
+                   "with the adapter disabled and only adapter parameters are trained", default=0)
+    alpha: float = _help("LoRA scale numerator: the update is (alpha / r) B A", default=16.0)
+    dropout: float = _help("dropout on the LoRA input (keep 0 for RL: ratios must start at 1)", default=0.0)
+    target_modules: list[str] | str = _help("module-name suffixes to adapt, or 'all-linear'",
+                                            default="all-linear")
+    load_in_4bit: bool = _help("QLoRA: 4-bit NF4 base weights (CUDA GPU + bitsandbytes only)", default=False)
+
+
+@dataclass
 class ModelConfig:
     policy: str = _help("load_policy spec: tiny:qwen2, gemma3-270m, a local dir, a .gguf or a hub id",
                         default="tiny:qwen2")
@@ -68,6 +79,7 @@ class ModelConfig:
         "parameter dtype of the loaded policy (keep float32 and use train.mixed_precision=bf16 on GPUs)",
         default="float32")
     gradient_checkpointing: bool = _help("recompute activations in backward to save memory", default=False)
+    lora: LoraOptions = field(default_factory=LoraOptions)
 
 
 @dataclass
@@ -105,6 +117,20 @@ class SamplingConfig:
     draw: Literal["multinomial", "inverse_cdf"] = _help(
         "how tokens are drawn: torch.multinomial, or inverse CDF (same distribution, ~5x cheaper per "
         "step with a 262k vocabulary on CPU; another random stream)", default="multinomial")
+    engine: Literal["hf", "vllm"] = _help(
+        "rollout engine of on-policy sampling: hf (the built-in decode loop) or vllm (colocated, "
+        "in-process; weights synced after every optimiser step; pip install expo-rl[vllm])", default="hf")
+    tis_cap: float | None = _help(
+        "truncated importance sampling: multiply each token's gradient coefficient by "
+        "min(pi_trainer / pi_sampler, tis_cap) (null: off; vllm engine only)", default=None)
+    vllm_kv_cache_gb: float = _help("vllm engine: KV-cache size on CPU (GiB); on GPU see gpu_memory_utilization",
+                                    default=1.0)
+    vllm_gpu_memory_utilization: float = _help("vllm engine on GPU: share of GPU memory it may take", default=0.3)
+    vllm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
+        "vllm engine weights: auto = bfloat16 on GPU under train.mixed_precision auto/bf16, else the "
+        "policy's dtype", default="auto")
+    vllm_sleep: bool = _help("vllm engine on GPU: free its weights and KV cache between rollouts (LLM.sleep)",
+                             default=False)
 
 
 @dataclass

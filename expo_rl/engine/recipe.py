@@ -9,7 +9,8 @@ the engine's step/optimiser/checkpoint modules.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from expo_rl.engine.config import TASK_REWARD, RunConfig, TermConfig, reward_nam
 from expo_rl.engine.typed_config import ConfigError, from_dict
 from expo_rl.policy import build_prompt, load_policy, messages_prompt, sample
 from expo_rl.policy.logprobs import unwrap
+from expo_rl.policy.lora import load_4bit_base
 from expo_rl.sources import Row, Source, SourceEnv, get_source
 from expo_rl.tasks import DemoTask, load_task
 from expo_rl.tasks.pools import held_out_sets, training_pool
@@ -115,6 +117,10 @@ def load_parts(config: RunConfig, device: torch.device | str = "cpu") -> Parts:
     """``model.policy`` loaded (on ``device``) and the problems of ``data`` / ``eval.data``."""
     dtype = getattr(torch, config.model.dtype)
     model, tokenizer = load_policy(config.model.policy, dtype=dtype, device=str(device))
+    if config.model.lora.load_in_4bit:  # QLoRA (GPU): 4-bit NF4 base weights, the same tokenizer
+        if config.model.lora.r < 1:
+            raise ConfigError("config key 'model.lora.load_in_4bit': needs model.lora.r >= 1 (QLoRA)")
+        model = load_4bit_base(config.model.policy)
     # load_policy is deterministic, so loading again gives the initial policy (FrozenPolicy)
     return Parts(model, tokenizer, load_problem_set(config),
                  lambda: load_policy(config.model.policy, dtype=dtype)[0])
@@ -239,9 +245,12 @@ class FrozenPolicy:
             self.model = self._loaded()
         return self.model
 
-    def reference(self) -> torch.nn.Module:
-        """pi_ref: the initial policy, or the last snapshot (:meth:`refresh_reference`)."""
-        return self.snapshot if self.snapshot is not None else self()
+    @contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """pi_ref for the duration of a ``with`` block: the initial policy, or the last snapshot
+        (:meth:`refresh_reference`). (A LoRA run's reference disables adapters instead:
+        ``expo_rl.engine.lora_policy.BaseModelReference``.)"""
+        yield self.snapshot if self.snapshot is not None else self()
 
     @torch.no_grad()
     def refresh_reference(self, policy: torch.nn.Module) -> None:
@@ -260,13 +269,19 @@ class FrozenPolicy:
         self.refreshes += 1
 
 
-def build_terms(config: RunConfig, problem_set: ProblemSet, *, tokenizer: Any,
-                frozen: FrozenPolicy, accelerator: Any, output_dir: Path) -> list[BuiltTerm]:
-    """One :class:`BuiltTerm` per ``config.terms`` entry, each with its own :class:`SourceEnv`."""
+def build_terms(config: RunConfig, problem_set: ProblemSet, *, tokenizer: Any, frozen: FrozenPolicy,
+                accelerator: Any, output_dir: Path, rollout: Any = None) -> list[BuiltTerm]:
+    """One :class:`BuiltTerm` per ``config.terms`` entry, each with its own :class:`SourceEnv`.
+
+    ``rollout``: a rollout engine (``expo_rl.rollout``) that samples the current policy; None
+    (``sampling.engine: hf``) samples with the built-in decode loop. The frozen policy is always
+    sampled with the built-in loop (its samples are drawn once and cached)."""
     s = config.sampling
     prompt = prompt_function(config, tokenizer, problem_set.task)
 
     def sample_fn(model: Any, prompts: list[str], *, n: int, seed: int) -> Any:
+        if rollout is not None and model is not frozen.model:
+            return rollout.sample(model, prompts, n=n, seed=seed)
         was_training = model.training
         model.eval()
         try:

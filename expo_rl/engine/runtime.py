@@ -27,6 +27,7 @@ from tqdm import tqdm
 from expo_rl.engine import checkpoint, guards, held_out, run_dir
 from expo_rl.engine.batching import pack, split_micro_batches, tag_rows
 from expo_rl.engine.config import RunConfig, config_dict, resume_warnings
+from expo_rl.engine.lora_policy import BaseModelReference, wrap_lora
 from expo_rl.engine.metrics import MetricsLogger
 from expo_rl.engine.optim import build_optimizer, build_scheduler
 from expo_rl.engine.prompt_limits import screen_overlong
@@ -41,6 +42,7 @@ from expo_rl.engine.recipe import (
     prompt_function,
 )
 from expo_rl.engine.rollout_stats import row_metrics, verifier_metrics
+from expo_rl.engine.rollouts import apply_sampler_correction, build_rollout, sampler_metrics
 from expo_rl.engine.step import (
     StepTerm,
     batch_normalisers,
@@ -74,6 +76,7 @@ class Run:
     problem_set: ProblemSet
     temperature: float = 1.0  # of every log-prob of the step (step_temperature)
     skipped_updates: int = 0  # updates dropped by the non-finite guard (expo_rl.engine.guards)
+    rollout: Any = None  # the rollout engine (sampling.engine: vllm), None for the built-in loop
 
 
 def make_accelerator(config: RunConfig) -> Any:
@@ -96,13 +99,17 @@ def setup(config: RunConfig, accelerator: Any, parts: Parts | None = None) -> Ru
     output_dir = Path(config.train.output_dir)
     parts = parts or load_parts(config, accelerator.device)
     model, tokenizer = parts.model, parts.tokenizer
+    lora = config.model.lora
     disable_dropout(model)
+    if lora.r > 0:  # after disable_dropout: lora.dropout applies to the adapter input
+        model = wrap_lora(model, lora)
     if config.model.gradient_checkpointing:
         enable_activation_checkpointing(model)
     model.train()
     step_terms = build_step_terms(config.terms)
     needs_reference, needs_old = step_needs(step_terms, mu=config.train.mu)
-    frozen = FrozenPolicy(parts.initial_policy, accelerator.device, eager=needs_reference)
+    frozen = (BaseModelReference(model, parts.initial_policy, accelerator.device) if lora.r > 0
+              else FrozenPolicy(parts.initial_policy, accelerator.device, eager=needs_reference))
     prepare_model(model, step_terms)  # PPO's value head, before the optimiser
 
     problem_set = parts.problems
@@ -112,8 +119,10 @@ def setup(config: RunConfig, accelerator: Any, parts: Parts | None = None) -> Ru
                                      max_new_tokens=config.sampling.max_new_tokens,
                                      announce=accelerator.is_main_process)
     problem_set = dataclasses.replace(problem_set, train=train_problems)
+    rollout = build_rollout(config, model, tokenizer,  # before prepare: the full weights are here
+                            full_sync=accelerator.distributed_type in ("FSDP", "DEEPSPEED"))
     terms = build_terms(config, problem_set, tokenizer=tokenizer, frozen=frozen,
-                        accelerator=accelerator, output_dir=output_dir)
+                        accelerator=accelerator, output_dir=output_dir, rollout=rollout)
     for term in terms:
         term.source.prepare(term.env)
     temperature = step_temperature(config.sampling.temperature, [term.source for term in terms])
@@ -132,7 +141,7 @@ def setup(config: RunConfig, accelerator: Any, parts: Parts | None = None) -> Ru
     # Not prepared: accelerate would step a prepared scheduler once per process per update.
     accelerator.register_for_checkpointing(scheduler)
     return Run(config, accelerator, model, tokenizer, frozen, terms, step_terms, needs_reference,
-               needs_old, optimizer, scheduler, output_dir, problem_set, temperature)
+               needs_old, optimizer, scheduler, output_dir, problem_set, temperature, rollout=rollout)
 
 
 def step_temperature(sampling_temperature: float, sources: list[Any]) -> float:
@@ -308,7 +317,9 @@ def train_step(run: Run, step: int) -> dict[str, float]:
         stats, grad_norm, lr = update(run, micro_batches, normalisers(run, micro_batches, samples))
     updated = time.perf_counter()
 
-    metrics = mean_over_processes(run.accelerator, {**stats, **entropy_metrics(run, micro_batches)})
+    metrics = mean_over_processes(run.accelerator, {**stats, **entropy_metrics(run, micro_batches),
+                                                    **sampler_metrics(micro_batches, run.config.sampling.tis_cap),
+                                                    **(run.rollout.stats() if run.rollout else {})})
     metrics.update(row_metrics(run.accelerator, run.terms, rows_per_term))
     metrics.update(mean_over_processes(run.accelerator, source_metrics(run)))
     metrics.update(mean_over_processes(run.accelerator, verifier_metrics(verifier_before)))
@@ -319,6 +330,8 @@ def train_step(run: Run, step: int) -> dict[str, float]:
     metrics["time/sample_s"] = sampled - started
     metrics["time/update_s"] = updated - sampled
     metrics["time/step_s"] = time.perf_counter() - started
+    if torch.cuda.is_available():  # the trainer's and a colocated vLLM engine's tensors together
+        metrics["memory/peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return metrics
 
 
@@ -407,15 +420,16 @@ def add_fixed_inputs(run: Run, batch: dict[str, torch.Tensor]) -> None:
     temperature = run.temperature
     # the frozen copy is not prepared, so it gets the policy's autocast explicitly
     with torch.no_grad(), run.accelerator.autocast():
-        if run.needs_old or run.config.train.log_entropy:
+        if run.needs_reference:
+            with run.frozen.reference() as reference:  # LoRA: the policy with adapters disabled
+                batch["ref_logprobs"] = completion_logprobs(reference, *args, length_buckets=True,
+                                                            temperature=temperature)
+        # sampler log-probs (vllm engine) are compared with pi_old before any update
+        if run.needs_old or run.config.train.log_entropy or "sampler_logprobs" in batch:
             batch["old_logprobs"], batch["entropy"] = completion_logprobs(
                 run.model, *args, return_entropy=True, length_buckets=True, temperature=temperature)
-            fixed_inputs(run.model, batch, run.step_terms,  # PPO's old values, pi_ref
-                         reference_model=run.frozen.reference() if run.needs_reference else None,
-                         temperature=temperature)
-        elif run.needs_reference:
-            batch["ref_logprobs"] = completion_logprobs(run.frozen.reference(), *args, length_buckets=True,
-                                                        temperature=temperature)
+            fixed_inputs(run.model, batch, run.step_terms, temperature=temperature)  # PPO's old values
+    apply_sampler_correction(batch, run.config.sampling.tis_cap)
 
 
 def entropy_metrics(run: Run, micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:

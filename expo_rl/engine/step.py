@@ -60,7 +60,8 @@ Batch keys (tensors on the model's device): ``input_ids``, ``attention_mask``,
 ``rewards``, ``group_index`` (-1 = none), ``pair_index`` (-1 = none), ``pair_sign`` (+1/-1/0),
 ``truncated`` (1 = the sample hit the length cap; optional);
 optional fixed per-token tensors [B, T]: ``old_logprobs``, ``ref_logprobs``, ``old_values``,
-and ``advantages`` ([B] or [B, T], overriding a coefficient's own estimator).
+and ``advantages`` ([B] or [B, T], overriding a coefficient's own estimator); ``tis_weight``
+[B, T]: truncated importance weights that multiply every term's GC (``core.mismatch``).
 
 Several terms share one batch: ExP-GRPO is a ``grpo`` term on the sampled groups plus an
 ``exp_sft`` term with weight lambda on the self-explanation rows (SPEC 3.5).
@@ -357,7 +358,11 @@ def training_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], step_t
             **{key: _select(batch.get(key), rows) for key in PER_ROW_KEYS + FIXED_KEYS},
         )
         out = term.fn(inputs, **term.hparams)
-        token_loss = -out.gc.detach().to(term_logprobs.dtype) * term_logprobs
+        gc = out.gc.detach()
+        tis = _select(batch.get("tis_weight"), rows)  # truncated importance weights (core.mismatch)
+        if tis is not None:
+            gc = gc * tis.to(gc.dtype)
+        token_loss = -gc.to(term_logprobs.dtype) * term_logprobs
         if out.aux_token_loss is not None:
             token_loss = token_loss + out.aux_token_loss.to(token_loss.dtype)
         total = total + term.weight * aggregate(token_loss, term_mask, term.aggregation(aggregation),

@@ -61,6 +61,8 @@ class SampleBatch:
     completion_ids: list[list[int]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     finished: list[bool] = field(default_factory=list)  # True = stopped at EOS
+    # the sampler's own log-prob of each completion token, when the engine reports it (vLLM)
+    logprobs: list[list[float]] | None = None
 
     def __len__(self) -> int:
         return len(self.prompt_index)

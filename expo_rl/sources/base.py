@@ -162,5 +162,6 @@ def rows_from_samples(batch: Any, problems: list[Problem], *, group_offset: int 
             problem_id=problem.id, reference=problem.answer, completion=batch.texts[j],
             group=group_offset + index, finished=bool(batch.finished[j]),
             fields=problem_fields(problem),
+            sampler_logprobs=None if getattr(batch, "logprobs", None) is None else list(batch.logprobs[j]),
         ))
     return rows
