@@ -34,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "with expert solutions (Table 2 shape) and the Figure-6 curves")
     size.add_argument("--budget", choices=("tiny", "quick", "default", "full"), default=None,
                       help=argparse.SUPPRESS)  # "tiny" keeps tests short
+    parser.add_argument("--methods", default=None, metavar="NAME,NAME",
+                        help="run only these methods (comma-separated preset names of the chosen set, e.g. "
+                             "--full --methods exp_dpo_offline,dpo_expert_offline); the base model is always "
+                             "evaluated")
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1); tables show mean ± std")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="first seed (seeds FIRST..FIRST+N-1), to split seeds over processes")
@@ -89,6 +93,8 @@ def command_line(args: argparse.Namespace, budget: str) -> str:
     for flag, value in (("--lr", args.lr), ("--dpo-lr", args.dpo_lr), ("--steps", args.steps)):
         if value is not None:
             parts.append(f"{flag}={value}")
+    if args.methods:
+        parts.append(f"--methods={args.methods}")
     if args.rebuild_base:
         parts.append("--rebuild-base")
     return shlex.join(parts)
@@ -117,6 +123,15 @@ def run(args: argparse.Namespace) -> int:
             return 2
         budget = dataclasses.replace(budget, steps=args.steps)
     methods = full_methods() if name == "full" else default_methods()
+    if args.methods:
+        wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+        known = {m.name: m for m in methods}
+        unknown = [m for m in wanted if m not in known]
+        if unknown or not wanted:
+            print(f"expo-rl demo: --methods {args.methods!r}: unknown {unknown}; allowed (this budget): "
+                  f"{', '.join(known)}", file=sys.stderr)
+            return 2
+        methods = [known[m] for m in wanted]
     workers, threads = parallelism(args.workers, args.threads, runs=args.seeds * len(methods))
     torch.set_num_threads(threads)
     config = DemoConfig(task_spec=args.task, budget=budget, methods=methods, seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
