@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[test,gguf]"
+	$(PY) -m pip install -q -e ".[test,gguf,wandb,trackio]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -91,7 +91,10 @@ QUIET = ["--set", "train.progress=false", "--set", "train.tensorboard=false", "-
 
 
 @pytest.mark.parametrize("preset,extra", [("grpo", ["--set", "sampling.tis_cap=2.0"]),
-                                          ("exp_grpo", []), ("grpo", ["--set", "model.lora.r=8"])])
+                                          ("exp_grpo", []), ("grpo", ["--set", "model.lora.r=8"]),
+                                          # sampled at T = 0.7: vLLM's log-probs after its temperature
+                                          # match the trainer's at the same T (raw ones differ by ~0.07)
+                                          ("grpo", ["--set", "sampling.temperature=0.7"])])
 def test_training_runs_end_to_end_with_vllm(tmp_path, preset, extra):
     assert main(["train", preset, *QUIET, *extra, "--set", f"train.output_dir={tmp_path}"]) == 0
     records = read_metrics(tmp_path / "metrics.jsonl")

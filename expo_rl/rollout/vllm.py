@@ -13,9 +13,12 @@ model with the model runner's ``reload_weights`` (which maps Hugging Face names 
 q/k/v -> qkv_proj), then clears vLLM's prefix cache (its KV blocks were computed with the old
 weights).
 
-Log-probs: each completion token's log-probability under vLLM's own forward pass, before
-temperature and top-p (``logprobs_mode="raw_logprobs"``), i.e. the same quantity the trainer's
-``completion_logprobs`` computes; the runtime compares the two every step.
+Log-probs: each completion token's log-probability under vLLM's own forward pass after its
+logits processing (``logprobs_mode="processed_logprobs"``: temperature, then top-p), the
+distribution the token was drawn from. The trainer's ``completion_logprobs`` scores at the same
+temperature (SPEC: one temperature per step), so the two agree up to numerics with
+``top_p: 1``; with ``top_p < 1`` the mismatch also counts the truncation. The runtime compares
+the two every step.
 
 Processes: ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (set here unless the caller set it) keeps vLLM's
 engine core in this process, so the weights can be handed over as tensors without copies
@@ -134,7 +137,7 @@ class VLLMEngine:
         kwargs: dict[str, Any] = dict(model=self._dir, dtype=dtype or _DTYPES.get(param_dtype, "auto"), seed=seed,
                                       enforce_eager=True, skip_tokenizer_init=True,
                                       max_model_len=max_model_len or min(int(limit), 8192),
-                                      logprobs_mode="raw_logprobs")
+                                      logprobs_mode="processed_logprobs")
         if on_gpu:
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=sleep)
         self.llm = LLM(**kwargs)
