@@ -55,7 +55,8 @@ def test_grpo_step_scores_at_the_sampling_temperature(tmp_path):
     untempered = _tempered(run.model, batch, [])
     assert (batch["old_logprobs"] - untempered)[mask].abs().max().item() > 1e-2
     # the reference (the KL's other side) is tempered too
-    reference = _tempered(run.frozen.reference(), batch, _warpers(T, 1.0))
+    with run.frozen.reference() as reference_model:
+        reference = _tempered(reference_model, batch, _warpers(T, 1.0))
     assert (batch["ref_logprobs"] - reference)[mask].abs().max().item() <= 1e-5
 
     out = training_step(run.model, batch, run.step_terms, normalisers=normalisers(run, [batch]),

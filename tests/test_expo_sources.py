@@ -151,6 +151,11 @@ def test_expo_pairs_chosen_explanation_rejected_own_sample(parts, tmp_path):
         assert chosen.prompt_ids == rejected.prompt_ids  # both under the plain prompt
 
 
+def reference_fingerprint(frozen: FrozenPolicy) -> str:
+    with frozen.reference() as reference:
+        return policy_fingerprint(reference)
+
+
 def test_online_pairs_refresh_the_reference_through_the_env(parts, tmp_path):
     """refresh_reference: at each regeneration after the first, the source asks the env to make
     pi_ref a snapshot of the current policy; the frozen initial policy (offline sampling) stays."""
@@ -169,10 +174,10 @@ def test_online_pairs_refresh_the_reference_through_the_env(parts, tmp_path):
             at_regeneration = policy_fingerprint(policy)
         source.next_rows(StepContext(step, policy))
         if step < 3:
-            assert policy_fingerprint(frozen.reference()) == initial
+            assert reference_fingerprint(frozen) == initial
         nudge(policy, step)
     # at step 3 (a regeneration) the reference became the policy as it was then, and stays so
-    assert policy_fingerprint(frozen.reference()) == at_regeneration != initial
+    assert reference_fingerprint(frozen) == at_regeneration != initial
     assert source.reference_refreshes == 1 and frozen.refreshes == 1
     assert policy_fingerprint(frozen()) == initial  # loaded again: the initial policy
     with pytest.raises(ValueError, match="refresh_every"):

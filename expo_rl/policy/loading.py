@@ -120,6 +120,46 @@ def gguf_cache_path(gguf_path: str | Path, cache_dir: str | Path | None = None) 
     return default_cache_dir(cache_dir) / "gguf" / f"{path.stem}-{_file_key(path)}"
 
 
+_BOS_CHECKED = "BOS_CHECKED"
+
+
+def _gguf_adds_bos(gguf_path: Path) -> bool:
+    """The GGUF's ``tokenizer.ggml.add_bos_token`` (True for Gemma and Llama 3; absent -> False).
+
+    transformers' GGUF tokenizer conversion (5.x) drops this flag, so a converted Gemma tokenizer
+    would encode plain prompts without ``<bos>``, which Gemma's outputs depend on heavily.
+    """
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf_path)).fields.get("tokenizer.ggml.add_bos_token")
+    return bool(field is not None and field.parts[field.data[0]][0])
+
+
+def _match_gguf_bos(target: Path, gguf_path: Path) -> None:
+    """Make the converted tokenizer in ``target`` add ``<bos>`` exactly when the GGUF says so.
+
+    Checked once per converted directory (a marker file); the tokenizer files are rewritten
+    through a temporary directory and renamed into place.
+    """
+    from transformers import AutoTokenizer
+
+    if (target / _BOS_CHECKED).exists():
+        return
+    tokenizer = AutoTokenizer.from_pretrained(str(target))
+    wanted = _gguf_adds_bos(gguf_path)
+    if bool(getattr(tokenizer, "add_bos_token", False)) != wanted:
+        tokenizer.add_bos_token = wanted
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tok-", dir=target.parent))
+        try:
+            for name in tokenizer.save_pretrained(tmp):
+                saved = Path(name)
+                if saved.is_file():
+                    os.replace(saved, target / saved.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    (target / _BOS_CHECKED).touch()
+
+
 def convert_gguf(gguf_path: str | Path, cache_dir: str | Path | None = None) -> Path:
     """Dequantise a GGUF file once into a float32 safetensors model directory; return that dir.
 
@@ -133,16 +173,19 @@ def convert_gguf(gguf_path: str | Path, cache_dir: str | Path | None = None) -> 
         raise FileNotFoundError(f"GGUF file not found: {path}")
     target = gguf_cache_path(path, cache_dir)
     if (target / "config.json").is_file():
+        _match_gguf_bos(target, path)  # conversions made before the bos fix are repaired once
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        tokenizer.add_bos_token = _gguf_adds_bos(path)
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
         _drop_gguf_quantizer(model)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(f"converted from {path} (key {_file_key(path)})\n")
+        (tmp / _BOS_CHECKED).touch()
         _make_readable(tmp)
         try:
             os.replace(tmp, target)  # fails if another process already placed a non-empty target
