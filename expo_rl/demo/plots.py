@@ -51,7 +51,8 @@ def learning_curves(records: list[RunResult], label: str, levels: tuple[int, ...
     ax.set_ylabel("accuracy (pass@1)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(label)
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:  # a DPO run logs no rollout accuracy; a tiny one may have no eval
+        ax.legend(fontsize=7, ncol=2)
     save(fig, path)
 
 
