@@ -161,14 +161,14 @@ def has_own_normalisation(name: str) -> bool:
 # helpers
 
 
-def _require(inputs: CoefficientInputs, field_name: str, method: str) -> torch.Tensor:
+def require_input(inputs: CoefficientInputs, field_name: str, method: str) -> torch.Tensor:
     value = getattr(inputs, field_name)
     if value is None:
         raise ValueError(f"gradient coefficient {method!r} needs {field_name} in its inputs")
     return value
 
 
-def _per_token(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_token(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """[B] -> [B, T] broadcast; [B, T] unchanged."""
     return x.to(like.dtype).unsqueeze(-1).expand_as(like) if x.dim() == 1 else x.to(like.dtype)
 
@@ -247,11 +247,11 @@ def rft(inputs: CoefficientInputs, *, threshold: float = 0.5) -> Coefficients:
     ``J = E 1{o correct} (1/|o|) sum_t log pi_theta(o_t | q, o_<t)``; RFT draws o once from the
     SFT model, online RFT from the current policy: only the data source differs.
     """
-    rewards = _require(inputs, "rewards", "rft")
+    rewards = require_input(inputs, "rewards", "rft")
     mask = _mask(inputs)
     correct = (rewards > threshold).to(mask.dtype)
     objective = (correct * sequence_mean(inputs.logprobs, mask)).mean()
-    return Coefficients(_per_token(correct, mask) * mask, objective.detach(),
+    return Coefficients(per_token(correct, mask) * mask, objective.detach(),
                         {"accuracy": correct.mean().detach()})
 
 
@@ -268,9 +268,9 @@ def dpo(inputs: CoefficientInputs, *, beta: float = 0.1, length_normalized: bool
     and divides by the number of pairs (the samples of eq. 13's expectation) under every loss
     aggregation.
     """
-    ref = _require(inputs, "ref_logprobs", "dpo")
-    pair_index = _require(inputs, "pair_index", "dpo")
-    sign = _require(inputs, "pair_sign", "dpo").to(inputs.logprobs.dtype)
+    ref = require_input(inputs, "ref_logprobs", "dpo")
+    pair_index = require_input(inputs, "pair_index", "dpo")
+    sign = require_input(inputs, "pair_sign", "dpo").to(inputs.logprobs.dtype)
     mask = _mask(inputs)
     if bool((pair_index < 0).any()) or bool((sign == 0).any()):
         raise ValueError("dpo: every row needs a pair_index >= 0 and a pair_sign of +1 or -1")
@@ -296,7 +296,7 @@ def dpo(inputs: CoefficientInputs, *, beta: float = 0.1, length_normalized: bool
         "chosen_reward": (beta * seq_ratio[chosen]).mean().detach(),
         "rejected_reward": (beta * seq_ratio[~chosen]).mean().detach(),
     }
-    return Coefficients((_per_token(weight, mask) * mask).detach(), objective.detach(), stats)
+    return Coefficients((per_token(weight, mask) * mask).detach(), objective.detach(), stats)
 
 
 @register_coefficient("ppo", needs=lambda hp: Needs(reference=hp["kl_beta"] != 0, old_logprobs=True, values=True))
@@ -316,11 +316,11 @@ def ppo(inputs: CoefficientInputs, *, clip_eps: float = 0.2, kl_beta: float = 0.
     mask = _mask(inputs)
     old = inputs.old
     if inputs.advantages is not None:
-        advantages = _per_token(inputs.advantages, mask) * mask
+        advantages = per_token(inputs.advantages, mask) * mask
         returns = None
     else:
-        old_values = _require(inputs, "old_values", "ppo").detach().to(mask.dtype)
-        token_rewards = kl_penalised_rewards(_require(inputs, "rewards", "ppo"), old, inputs.ref_logprobs,
+        old_values = require_input(inputs, "old_values", "ppo").detach().to(mask.dtype)
+        token_rewards = kl_penalised_rewards(require_input(inputs, "rewards", "ppo"), old, inputs.ref_logprobs,
                                              mask, kl_beta=kl_beta)
         advantages, returns = gae(token_rewards, old_values * mask, mask, gamma=gamma, lam=lam)
     surrogate, gc, clipped = _clipped_surrogate(inputs.logprobs - old, advantages, mask, clip_eps)
@@ -361,23 +361,23 @@ def grpo(inputs: CoefficientInputs, *, clip_eps: float = 0.2, beta: float = 0.04
     mask = _mask(inputs)
     stats: dict[str, Stat] = {}
     if inputs.advantages is not None:
-        advantages = _per_token(inputs.advantages, mask) * mask
+        advantages = per_token(inputs.advantages, mask) * mask
     else:
-        rewards = _require(inputs, "rewards", "grpo")
+        rewards = require_input(inputs, "rewards", "grpo")
         groups = inputs.group_index if inputs.group_index is not None else torch.zeros_like(rewards, dtype=torch.long)
         grouped = group_advantages(rewards, groups, scale_by_std=scale_by_std)
-        advantages = _per_token(grouped.advantages, mask) * mask
+        advantages = per_token(grouped.advantages, mask) * mask
         stats["zero_signal_groups"] = float(grouped.num_zero_signal_groups)
         stats["groups"] = float(grouped.num_groups)
     surrogate, gc, clipped = _clipped_surrogate(inputs.logprobs - inputs.old, advantages, mask, clip_eps)
     stats["clip_frac"] = masked_mean(clipped.to(mask.dtype), mask).detach()
     stats["ratio"] = masked_mean(torch.exp(inputs.logprobs - inputs.old), mask).detach()
-    per_token = surrogate
+    per_token_objective = surrogate
     if beta != 0:
-        log_r = (_require(inputs, "ref_logprobs", "grpo") - inputs.logprobs) * mask  # log pi_ref/pi_theta
+        log_r = (require_input(inputs, "ref_logprobs", "grpo") - inputs.logprobs) * mask  # log pi_ref/pi_theta
         k3 = (torch.exp(log_r) - log_r - 1) * mask
-        per_token = surrogate - beta * k3
+        per_token_objective = surrogate - beta * k3
         gc = gc + beta * (torch.exp(log_r) - 1) * mask
         stats["kl"] = masked_mean(k3, mask).detach()
-    objective = sequence_mean(per_token, mask).mean()
+    objective = sequence_mean(per_token_objective, mask).mean()
     return Coefficients(gc.detach(), objective.detach(), stats)

@@ -33,21 +33,11 @@ from expo_rl.core.coefficients import (
     Coefficients,
     Needs,
     Stat,
+    per_token,
     register_coefficient,
+    require_input,
 )
 from expo_rl.core.masked import masked_mean, sequence_lengths, sequence_mean
-
-
-def _require(inputs: CoefficientInputs, field_name: str, method: str) -> torch.Tensor:
-    value = getattr(inputs, field_name)
-    if value is None:
-        raise ValueError(f"gradient coefficient {method!r} needs {field_name} in its inputs")
-    return value
-
-
-def _per_token(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """[B] -> [B, T] broadcast; [B, T] unchanged."""
-    return x.to(like.dtype).unsqueeze(-1).expand_as(like) if x.dim() == 1 else x.to(like.dtype)
 
 
 def clipped(ratio: torch.Tensor, advantages: torch.Tensor, eps_low: float, eps_high: float
@@ -83,7 +73,7 @@ def _advantages(inputs: CoefficientInputs, estimator: str, method: str, mask: to
     ``advantages`` input), with the zero-signal counts."""
     if inputs.advantages is not None:
         return inputs.advantages.to(mask.dtype), {}
-    rewards = _require(inputs, "rewards", method)
+    rewards = require_input(inputs, "rewards", method)
     groups = inputs.group_index if inputs.group_index is not None else torch.zeros_like(rewards, dtype=torch.long)
     grouped = outcome_advantages(estimator, rewards, groups)
     return grouped.advantages.to(mask.dtype), {"zero_signal_groups": float(grouped.num_zero_signal_groups),
@@ -96,7 +86,7 @@ def _k3(inputs: CoefficientInputs, mask: torch.Tensor, beta: float, method: str
     if beta == 0:
         zero = torch.zeros_like(mask)
         return zero, zero, {}
-    log_r = (_require(inputs, "ref_logprobs", method) - inputs.logprobs) * mask  # log pi_ref/pi
+    log_r = (require_input(inputs, "ref_logprobs", method) - inputs.logprobs) * mask  # log pi_ref/pi
     k3 = (torch.exp(log_r) - log_r - 1) * mask
     return beta * k3, beta * (torch.exp(log_r) - 1) * mask, {"kl": masked_mean(k3, mask).detach()}
 
@@ -109,7 +99,7 @@ def _token_level(inputs: CoefficientInputs, advantages: torch.Tensor, *, eps_low
     ratio = torch.exp(inputs.logprobs - inputs.old)
     surrogate, gc, cut = clipped(ratio, advantages, eps_low, eps_high)
     penalty, kl_gc, kl_stats = _k3(inputs, mask, beta, method)
-    row_weight = _per_token(keep, mask) * mask
+    row_weight = per_token(keep, mask) * mask
     gc = (gc + kl_gc) * row_weight
     objective = (keep * sequence_mean((surrogate - penalty) * mask, mask)).mean()
     cut = cut & (mask > 0)
@@ -141,7 +131,7 @@ def clip_higher(inputs: CoefficientInputs, *, clip_eps_low: float = 0.2, clip_ep
     """
     mask = inputs.completion_mask.to(inputs.logprobs.dtype)
     advantages, stats = _advantages(inputs, advantage, "clip_higher", mask)
-    return _token_level(inputs, _per_token(advantages, mask) * mask, eps_low=clip_eps_low,
+    return _token_level(inputs, per_token(advantages, mask) * mask, eps_low=clip_eps_low,
                         eps_high=clip_eps_high, beta=beta, overlong_filter=overlong_filter,
                         method="clip_higher", stats=stats)
 
@@ -155,7 +145,7 @@ def rloo(inputs: CoefficientInputs, *, clip_eps: float = 0.2, beta: float = 0.0,
     """
     mask = inputs.completion_mask.to(inputs.logprobs.dtype)
     advantages, stats = _advantages(inputs, "rloo", "rloo", mask)
-    return _token_level(inputs, _per_token(advantages, mask) * mask, eps_low=clip_eps, eps_high=clip_eps,
+    return _token_level(inputs, per_token(advantages, mask) * mask, eps_low=clip_eps, eps_high=clip_eps,
                         beta=beta, overlong_filter=overlong_filter, method="rloo", stats=stats)
 
 
@@ -172,10 +162,10 @@ def reinforce_pp(inputs: CoefficientInputs, *, clip_eps: float = 0.2, kl_beta: f
     """
     mask = inputs.completion_mask.to(inputs.logprobs.dtype)
     if inputs.advantages is not None:
-        advantages = _per_token(inputs.advantages, mask) * mask
+        advantages = per_token(inputs.advantages, mask) * mask
     else:
-        groups = _require(inputs, "group_index", "reinforce_pp") if group_baseline else None
-        advantages = reinforce_pp_advantages(_require(inputs, "rewards", "reinforce_pp"), inputs.old,
+        groups = require_input(inputs, "group_index", "reinforce_pp") if group_baseline else None
+        advantages = reinforce_pp_advantages(require_input(inputs, "rewards", "reinforce_pp"), inputs.old,
                                              inputs.ref_logprobs, mask, kl_beta=kl_beta, gamma=gamma,
                                              group_index=groups)
     stats: dict[str, Stat] = {"advantage_std": masked_mean(advantages ** 2, mask).sqrt().detach()}
@@ -204,7 +194,7 @@ def gspo(inputs: CoefficientInputs, *, clip_eps_low: float = 3e-4, clip_eps_high
     seq_ratio = torch.exp(((inputs.logprobs - inputs.old) * mask).sum(-1) / lengths)
     surrogate, row_gc, cut = clipped(seq_ratio, advantages, clip_eps_low, clip_eps_high)
     penalty, kl_gc, kl_stats = _k3(inputs, mask, beta, "gspo")
-    gc = (_per_token(row_gc, mask) * mask + kl_gc) * _per_token(keep, mask)
+    gc = (per_token(row_gc, mask) * mask + kl_gc) * per_token(keep, mask)
     objective = (keep * (surrogate - sequence_mean(penalty, mask))).mean()
     stats.update(keep_stats)
     stats.update(kl_stats)
