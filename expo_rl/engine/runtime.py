@@ -426,12 +426,13 @@ def add_fixed_inputs(run: Run, batch: dict[str, torch.Tensor]) -> None:
     with torch.no_grad(), run.accelerator.autocast():
         if run.needs_reference:
             with run.frozen.reference() as reference:  # LoRA: the policy with adapters disabled
-                batch["ref_logprobs"] = completion_logprobs(reference, *args, length_buckets=True,
+                batch["ref_logprobs"] = completion_logprobs(reference, *args, length_buckets=True, shared_prefix=True,
                                                             temperature=temperature)
         # sampler log-probs (vllm engine) are compared with pi_old before any update
         if run.needs_old or run.config.train.log_entropy or "sampler_logprobs" in batch:
             batch["old_logprobs"], batch["entropy"] = completion_logprobs(
-                run.model, *args, return_entropy=True, length_buckets=True, temperature=temperature)
+                run.model, *args, return_entropy=True, length_buckets=True, shared_prefix=True,
+                temperature=temperature)
             fixed_inputs(run.model, batch, run.step_terms, temperature=temperature)  # PPO's old values
     apply_sampler_correction(batch, run.config.sampling.tis_cap)
 

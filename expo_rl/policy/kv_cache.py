@@ -22,7 +22,8 @@ a model's layers all are (callers fall back to ``DynamicCache`` otherwise).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import inspect
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer, get_layer_types_and_kwargs
@@ -31,6 +32,12 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 SUPPORTED_LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def cache_kwarg(model: Any) -> str:
+    """The forward's cache argument: ``cache`` (transformers >= 5.x) or ``past_key_values`` (older)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def block_cache_supports(config: PretrainedConfig) -> bool:

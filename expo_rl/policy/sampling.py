@@ -38,7 +38,6 @@ so equal arguments give equal samples and the caller's RNG stream is left untouc
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,7 +46,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache
 
-from expo_rl.policy.kv_cache import BlockKVCache, block_cache_supports
+from expo_rl.policy.kv_cache import BlockKVCache, block_cache_supports, cache_kwarg
 from expo_rl.policy.logprobs import position_ids_from_mask, unwrap
 from expo_rl.policy.prompts import encode_prompt
 
@@ -171,12 +170,6 @@ def next_tokens(logits: torch.Tensor, temperature: float, top_p: float, draw: Dr
     return torch.multinomial(probs, num_samples=1).squeeze(1)
 
 
-def _cache_kwarg(model: Any) -> str:
-    """``cache`` (transformers >= 5.x) or ``past_key_values`` (older)."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 @torch.no_grad()
 def _decode_compact(model: Any, prompt_rows: list[list[int]], repeats: list[int], *, temperature: float,
                     top_p: float, max_new_tokens: int, eos_ids: list[int], pad_id: int,
@@ -197,7 +190,7 @@ def _decode_compact(model: Any, prompt_rows: list[list[int]], repeats: list[int]
         cache = DynamicCache(config=model.config)
     # the attention mask of every step is a view of one preallocated [rows, width + max_new_tokens] mask
     mask = torch.cat([prompt_mask, prompt_mask.new_ones(len(prompt_rows), max_new_tokens)], dim=1)
-    cache_key = _cache_kwarg(model)
+    cache_key = cache_kwarg(model)
     out = model(input_ids=ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
                 use_cache=True, logits_to_keep=1, **{cache_key: cache})
     logits = out.logits[:, -1]
