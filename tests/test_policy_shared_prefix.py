@@ -76,13 +76,16 @@ def test_not_applicable_returns_none():
     distinct = dict(batch, input_ids=batch["input_ids"].clone())
     distinct["input_ids"][:, 0] = torch.arange(3, 9)  # every row its own prompt: nothing to share
     assert shared_prefix_context(model, distinct["input_ids"], *args[1:]) is None
+    assert shared_prefix_context(model, *args, max_tokens=1000) is not None
+    # 3 prompts x 5 (left-padded) + 6 suffixes x 7 = 57 tokens: not fewer than a 57-token alternative
+    assert shared_prefix_context(model, *args, max_tokens=57) is None
 
 
 def step_gradient(model, reference, batch, terms, shared: bool, monkeypatch):
     """Gradient of the shared step; ``shared=False`` runs every row's prompt (today's forward)."""
     with monkeypatch.context() as patch:
         if not shared:
-            patch.setattr(logprobs_module, "shared_prefix_context", lambda *args: None)
+            patch.setattr(logprobs_module, "shared_prefix_context", lambda *args, **kw: None)
         batch = dict(batch)
         fixed_inputs(model, batch, terms, reference_model=reference)
         norms = batch_normalisers([batch], terms)
@@ -114,7 +117,7 @@ def test_step_gradients_match_with_shared_prompts(name, keys, terms, float64_nor
     shared_used = []
     real = logprobs_module.shared_prefix_context
     monkeypatch.setattr(logprobs_module, "shared_prefix_context",
-                        lambda *args: shared_used.append(real(*args)) or shared_used[-1])
+                        lambda *args, **kw: shared_used.append(real(*args, **kw)) or shared_used[-1])
     shared, out = step_gradient(model, reference, batch, terms, True, monkeypatch)
     assert len(shared_used) == 2 and all(r is not None for r in shared_used)  # pi_ref and the step: shared
     plain, plain_out = step_gradient(model, reference, batch, terms, False, monkeypatch)

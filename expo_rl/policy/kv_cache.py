@@ -2,7 +2,8 @@
 
 ``transformers``' ``DynamicCache`` appends each step's keys and values with ``torch.cat``, which
 copies the whole cache of every layer at every decode step (``O(length^2)`` bytes moved per
-sequence); on CPU that copy, not the matmuls, was most of the decode time of a 20M model.
+sequence); on CPU that copy is a sizeable share of the decode time of small models with many KV
+heads (``bench/sampler.py`` compares both caches).
 :class:`BlockKVCache` keeps each layer's keys and values in a buffer
 ``[rows, kv_heads, capacity, head_dim]`` and writes new tokens into it; attention reads a view of
 the filled part. When the buffer is full it is reallocated at twice the needed size (capped at

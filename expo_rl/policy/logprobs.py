@@ -146,8 +146,8 @@ def completion_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mas
         temperature: > 0; the log-probs (and entropy) of ``softmax(logits / temperature)``, the
             distribution ``sample(..., temperature=temperature)`` draws from (before top-p).
         shared_prefix: rows with the same prompt (everything before the first scored token) run
-            it once (``expo_rl.policy.shared_prefix``); same values. Falls back to the usual
-            forward where that does not apply; takes precedence over ``length_buckets``.
+            it once (``expo_rl.policy.shared_prefix``); same values. Used instead of the usual
+            (or length-bucketed) forward where it applies and sends fewer tokens through the body.
 
     Gradients flow to the backbone and the head when grad mode is on; each chunk is checkpointed
     so backward recomputes its logits instead of storing them.
@@ -168,10 +168,11 @@ def completion_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mas
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
     bare = unwrap(model) is model
-    shared = shared_prefix_context(model, input_ids, attention_mask, completion_mask) if shared_prefix and bare else None
-    pieces = None
-    if shared is None and length_buckets and bare:
-        pieces = length_sub_batches(attention_mask)
+    pieces = length_sub_batches(attention_mask) if length_buckets and bare else None
+    shared = None
+    if shared_prefix and bare:  # only when it sends fewer tokens through the body than the other way
+        budget = sum(len(i) * (end - start) for i, start, end in pieces) if pieces else input_ids.numel()
+        shared = shared_prefix_context(model, input_ids, attention_mask, completion_mask, max_tokens=budget)
     if shared is not None:
         rows, cols, context = shared
     elif pieces is None:

@@ -12,11 +12,13 @@ tests/test_policy_shared_prefix.py).
 Work: ``P`` distinct prompts of length ``Lp`` and ``B`` suffixes of length ``Lc`` cost
 ``P*Lp + B*Lc`` tokens instead of ``B*(Lp + Lc)``.
 
-Not covered (returns None, the caller runs its usual forward): a wrapped model (DDP and friends
-must see their own ``forward``), layer types other than full or sliding-window attention, a
-sliding window shorter than the padded prefix + suffix (left-padding the prefixes shifts the
-window's token indices), rows without a scored token, and batches where no two rows share a
-prefix.
+Not covered (returns None, the caller runs its usual forward): batches where it would not send
+fewer tokens through the body than the caller's way (``max_tokens``: suffixes of very different
+lengths are padded to the longest, which length buckets avoid), layer types other than full or
+sliding-window attention, a sliding window shorter than the padded prefix + suffix
+(left-padding the prefixes shifts the window's token indices), rows without a scored token, and
+batches where no two rows share a prefix. Wrapped models (DDP and friends must see their own
+``forward``) are the caller's to keep away.
 """
 
 from __future__ import annotations
@@ -56,12 +58,13 @@ def _left_pad(rows: list[tuple[int, ...]], like: torch.Tensor) -> tuple[torch.Te
 
 
 def shared_prefix_context(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                          completion_mask: torch.Tensor
+                          completion_mask: torch.Tensor, *, max_tokens: int | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """(rows, cols, [N,H] hidden state at t-1) of every scored position t, as
     ``logprobs._scored_context`` returns them, with each distinct prefix run once; None when not
-    applicable (module docstring). ``input_ids`` etc. are [B,T]; ``model`` is a bare causal LM
-    (or a PEFT model around one): the caller keeps wrapped models away."""
+    applicable (module docstring) or when its padded token count, ``P*Lp + B*Lc``, is not below
+    ``max_tokens`` (the caller's cost of the other way). ``input_ids`` etc. are [B,T]; ``model``
+    is a bare causal LM (or a PEFT model around one): the caller keeps wrapped models away."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     if decoder is None or decoder is model:
         return None
@@ -82,6 +85,8 @@ def shared_prefix_context(model: nn.Module, input_ids: torch.Tensor, attention_m
     owner = torch.tensor([distinct.index(p) for p in prefixes], device=input_ids.device)
     prefix_ids, prefix_mask = _left_pad(distinct, input_ids)
     suffix_len = int((end - start).max())
+    if max_tokens is not None and prefix_ids.numel() + len(prefixes) * suffix_len >= max_tokens:
+        return None
     if not _windows_allow(model.config, prefix_ids.shape[1] + suffix_len):
         return None
 
