@@ -3,11 +3,14 @@ each group's prompt run once (``shared_prefix=True``) vs once per row (today's f
 
     python bench/shared_prefix.py                                  # tiny:qwen2:20m, GRPO-like batch
     python bench/shared_prefix.py --groups 16 --group-size 2       # DPO-like: pairs
+    python bench/shared_prefix.py --bf16                           # also: shared, under CPU bf16 autocast
 
 A batch of ``--groups`` random prompts of ``--prompt-tokens`` tokens, each with ``--group-size``
 random completions of ``--completion-tokens`` tokens, packed as the trainer packs it (right
-padding, length buckets on). Both variants run in the same process, alternating, after one
-untimed call each; reports the median seconds of forward + backward and the ratio.
+padding, length buckets on). The variants (per-row prompts, shared prompts, and with ``--bf16``
+shared prompts under ``torch.autocast("cpu", torch.bfloat16)``, what ``train.mixed_precision:
+bf16`` runs) run in the same process, in rotating order, after one untimed call each; reports
+the median seconds of forward + backward and the ratios to the per-row forward.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def main() -> None:
     parser.add_argument("--completion-tokens", type=int, default=72, help="completion length (default 72)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per variant (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--bf16", action="store_true", help="add shared prompts under bf16 autocast")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, _ = load_policy(args.model)
@@ -49,27 +53,32 @@ def main() -> None:
             for p in prompts for _ in range(args.group_size)]
     ids, attention, completion = pack_sequences([p for p, _ in rows], [c for _, c in rows], pad_id=0)
 
-    def run(shared: bool) -> float:
+    def run(variant: str) -> float:
         started = time.perf_counter()
-        logprobs = completion_logprobs(model, ids, attention, completion, length_buckets=True, shared_prefix=shared)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "shared+bf16"):
+            logprobs = completion_logprobs(model, ids, attention, completion, length_buckets=True,
+                                           shared_prefix=variant != "per-row")
         logprobs.sum().backward()
         model.zero_grad(set_to_none=True)
         return time.perf_counter() - started
 
-    variants = (False, True)
-    for shared in variants:
-        run(shared)
-    seconds: dict[bool, list[float]] = {v: [] for v in variants}
+    variants = ["per-row", "shared"] + (["shared+bf16"] if args.bf16 else [])
+    for variant in variants:
+        run(variant)
+    seconds: dict[str, list[float]] = {v: [] for v in variants}
     for rep in range(args.repeats):
-        for shared in variants if rep % 2 == 0 else variants[::-1]:
-            seconds[shared].append(run(shared))
-            print(f"rep {rep} shared_prefix={shared}: {seconds[shared][-1]:.2f} s", flush=True)
-    plain, shared = statistics.median(seconds[False]), statistics.median(seconds[True])
+        for variant in variants[rep % len(variants):] + variants[:rep % len(variants)]:
+            seconds[variant].append(run(variant))
+            print(f"rep {rep} {variant}: {seconds[variant][-1]:.2f} s", flush=True)
     tokens_plain = len(rows) * (args.prompt_tokens + args.completion_tokens)
     tokens_shared = args.groups * args.prompt_tokens + len(rows) * args.completion_tokens
     print(f"{args.model}, {args.groups} prompts x {args.group_size}, {args.prompt_tokens} + {args.completion_tokens} "
-          f"tokens: per-row prompts {plain:.2f} s, shared {shared:.2f} s, speed-up {plain / shared:.2f}x "
-          f"(tokens through the body {tokens_plain} vs {tokens_shared}: {tokens_plain / tokens_shared:.2f}x)")
+          f"tokens (through the body: per-row {tokens_plain}, shared {tokens_shared}, "
+          f"{tokens_plain / tokens_shared:.2f}x fewer)")
+    base = statistics.median(seconds["per-row"])
+    for variant in variants:
+        median = statistics.median(seconds[variant])
+        print(f"  {variant}: median {median:.2f} s, speed-up {base / median:.2f}x")
 
 
 if __name__ == "__main__":
