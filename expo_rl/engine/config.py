@@ -187,7 +187,8 @@ class TrainConfig:
                                   default="seq_mean")
     seed: int = _help("seed of data shuffling and sampling (a tiny model's init seed is in its spec: "
                       "tiny:qwen2:seed=1)", default=0)
-    mixed_precision: Literal["auto", "no", "bf16"] = _help("bf16 autocast: auto = bf16 on GPU, off on CPU", default="auto")
+    mixed_precision: Literal["auto", "no", "bf16"] = _help(
+        "bf16 autocast: auto = bf16 on GPU, off on CPU; bf16 = on GPU and CPU", default="auto")
     output_dir: str = _help("where metrics, checkpoints and caches go", default="runs/default")
     save_every: int = _help("checkpoint every N steps (0: only at the end)", default=0)
     keep_last: int = _help("keep the newest N complete checkpoints (0: keep all)", default=2)

@@ -84,8 +84,9 @@ def make_accelerator(config: RunConfig) -> Any:
 
     on_gpu = torch.cuda.is_available()
     precision = config.train.mixed_precision
-    # bf16 autocast is a GPU feature here; on CPU it would only slow fp32 kernels down.
-    mixed = "bf16" if on_gpu and precision in ("auto", "bf16") else "no"
+    # auto: bf16 on GPU only. An explicit bf16 holds on CPU too (autocast to bf16 kernels, which
+    # CPUs with AVX-512 BF16 / AMX may run faster than fp32: bench/precision.py measures it).
+    mixed = "bf16" if precision == "bf16" or (on_gpu and precision == "auto") else "no"
     return Accelerator(cpu=not on_gpu, mixed_precision=mixed,
                        gradient_accumulation_steps=config.train.grad_accum)
 
@@ -389,8 +390,11 @@ def update(run: Run, micro_batches: list[dict[str, torch.Tensor]], totals: Any
     for _inner in range(cfg.mu):
         for batch in micro_batches:
             with accelerator.accumulate(run.model):
-                output = training_step(run.model, batch, run.step_terms, normalisers=totals,
-                                       aggregation=cfg.loss_aggregation, temperature=run.temperature)
+                # autocast here, not only through the prepared model's forward: the step runs the
+                # bare model's decoder and LM head directly, which that wrapper never sees
+                with accelerator.autocast():
+                    output = training_step(run.model, batch, run.step_terms, normalisers=totals,
+                                           aggregation=cfg.loss_aggregation, temperature=run.temperature)
                 # The step normalises over the whole batch already; accelerate (and DeepSpeed)
                 # divide by the number of micro-batches again, which this factor undoes.
                 accelerator.backward(output.loss * cfg.grad_accum)
@@ -422,12 +426,13 @@ def add_fixed_inputs(run: Run, batch: dict[str, torch.Tensor]) -> None:
     with torch.no_grad(), run.accelerator.autocast():
         if run.needs_reference:
             with run.frozen.reference() as reference:  # LoRA: the policy with adapters disabled
-                batch["ref_logprobs"] = completion_logprobs(reference, *args, length_buckets=True,
+                batch["ref_logprobs"] = completion_logprobs(reference, *args, length_buckets=True, shared_prefix=True,
                                                             temperature=temperature)
         # sampler log-probs (vllm engine) are compared with pi_old before any update
         if run.needs_old or run.config.train.log_entropy or "sampler_logprobs" in batch:
             batch["old_logprobs"], batch["entropy"] = completion_logprobs(
-                run.model, *args, return_entropy=True, length_buckets=True, temperature=temperature)
+                run.model, *args, return_entropy=True, length_buckets=True, shared_prefix=True,
+                temperature=temperature)
             fixed_inputs(run.model, batch, run.step_terms, temperature=temperature)  # PPO's old values
     apply_sampler_correction(batch, run.config.sampling.tis_cap)
 

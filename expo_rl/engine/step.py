@@ -243,10 +243,10 @@ def batch_normalisers(micro_batches: Sequence[dict[str, torch.Tensor]], step_ter
 
 def _logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor], chunk_size: int | None,
               entropy: bool = False, buckets: bool = True, temperature: float = 1.0) -> Any:
-    """Completion log-probs of the batch at ``temperature``; ``buckets``: length sub-batches
-    (``completion_logprobs``), never while a value capture hooks the forward (it keeps one
-    pass's hidden states)."""
-    kwargs: dict[str, Any] = {"length_buckets": buckets, "temperature": temperature}
+    """Completion log-probs of the batch at ``temperature``; ``buckets``: shared prompts run once
+    and length sub-batches (``completion_logprobs``), never while a value capture hooks the
+    forward (it keeps one pass's hidden states)."""
+    kwargs: dict[str, Any] = {"length_buckets": buckets, "shared_prefix": buckets, "temperature": temperature}
     if chunk_size is not None:
         kwargs["chunk_size"] = chunk_size
     if entropy:

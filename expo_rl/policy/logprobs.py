@@ -42,6 +42,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from expo_rl.policy.shared_prefix import shared_prefix_context
+
 # Auto chunk size: rows per chunk so that one chunk's float32 logits take at most this many bytes.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 # Length sub-batches: one more forward call is worth this many padded token-positions.
@@ -127,8 +129,8 @@ def auto_chunk_size(vocab_size: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) ->
 
 def completion_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         completion_mask: torch.Tensor, *, chunk_size: int | None = None,
-                        return_entropy: bool = False, length_buckets: bool = False, temperature: float = 1.0
-                        ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                        return_entropy: bool = False, length_buckets: bool = False, temperature: float = 1.0,
+                        shared_prefix: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """[B,T] float32 ``log pi_T(input_ids[:, t] | input_ids[:, <t])`` where ``completion_mask`` is 1,
     else 0; ``pi_T = softmax(logits / temperature)``.
 
@@ -143,6 +145,9 @@ def completion_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mas
             (module docstring); same values, less padding. Ignored for wrapped models.
         temperature: > 0; the log-probs (and entropy) of ``softmax(logits / temperature)``, the
             distribution ``sample(..., temperature=temperature)`` draws from (before top-p).
+        shared_prefix: rows with the same prompt (everything before the first scored token) run
+            it once (``expo_rl.policy.shared_prefix``); same values. Used instead of the usual
+            (or length-bucketed) forward where it applies and sends fewer tokens through the body.
 
     Gradients flow to the backbone and the head when grad mode is on; each chunk is checkpointed
     so backward recomputes its logits instead of storing them.
@@ -162,8 +167,15 @@ def completion_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mas
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
-    pieces = length_sub_batches(attention_mask) if length_buckets and unwrap(model) is model else None
-    if pieces is None:
+    bare = unwrap(model) is model
+    pieces = length_sub_batches(attention_mask) if length_buckets and bare else None
+    shared = None
+    if shared_prefix and bare:  # only when it sends fewer tokens through the body than the other way
+        budget = sum(len(i) * (end - start) for i, start, end in pieces) if pieces else input_ids.numel()
+        shared = shared_prefix_context(model, input_ids, attention_mask, completion_mask, max_tokens=budget)
+    if shared is not None:
+        rows, cols, context = shared
+    elif pieces is None:
         rows, cols, context = _scored_context(model, input_ids, attention_mask, completion_mask)
     else:
         parts = []

@@ -17,7 +17,9 @@ the model's generation-config defaults such as Gemma's top_k=64 are overridden) 
   once and repeats its cache n times, and (b) drops finished rows from the batch (cache
   ``batch_select_indices``), so compute follows the live rows only. With varied lengths (real
   math work: completions end anywhere between 16 and 256+ tokens) this does a fraction of
-  ``generate``'s work.
+  ``generate``'s work. Its KV cache (``expo_rl.policy.kv_cache.BlockKVCache``) writes each token
+  in place instead of growing by ``torch.cat`` (transformers' ``DynamicCache``, still used for
+  models with layer types other than full or sliding-window attention).
 
 How a token is drawn from that distribution (``draw``):
 
@@ -36,13 +38,15 @@ so equal arguments give equal samples and the caller's RNG stream is left untouc
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import Cache
 
+from expo_rl.policy.kv_cache import BlockKVCache, block_cache_supports, cache_kwarg
 from expo_rl.policy.logprobs import position_ids_from_mask, unwrap
 from expo_rl.policy.prompts import encode_prompt
 
@@ -50,6 +54,7 @@ Engine = Literal["compact", "generate"]
 ENGINES = ("compact", "generate")
 Draw = Literal["multinomial", "inverse_cdf"]
 DRAWS = ("multinomial", "inverse_cdf")
+KVCache = Literal["block", "dynamic"]
 
 
 @dataclass
@@ -165,37 +170,38 @@ def next_tokens(logits: torch.Tensor, temperature: float, top_p: float, draw: Dr
     return torch.multinomial(probs, num_samples=1).squeeze(1)
 
 
-def _cache_kwarg(model: Any) -> str:
-    """``cache`` (transformers >= 5.x) or ``past_key_values`` (older)."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 @torch.no_grad()
 def _decode_compact(model: Any, prompt_rows: list[list[int]], repeats: list[int], *, temperature: float,
                     top_p: float, max_new_tokens: int, eos_ids: list[int], pad_id: int,
-                    draw: Draw = "multinomial") -> list[list[int]]:
+                    draw: Draw = "multinomial", kv_cache: KVCache = "block") -> list[list[int]]:
     """Completions for ``repeats[i]`` samples of each prompt row, dropping rows as they finish.
 
+    ``kv_cache``: ``"block"`` writes keys/values in place (:mod:`expo_rl.policy.kv_cache`);
+    ``"dynamic"`` is transformers' ``DynamicCache`` (one ``torch.cat`` per layer per step), used
+    for models with other layer types and as the baseline of ``bench/sampler.py``.
     Returns one token list per sample (prompt ``i``'s samples consecutive), EOS kept, no padding.
     """
-    from transformers import DynamicCache
-
     device = next(model.parameters()).device
-    ids, mask = left_pad(prompt_rows, pad_id, device)
-    cache = DynamicCache(config=model.config)
-    cache_key = _cache_kwarg(model)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+    ids, prompt_mask = left_pad(prompt_rows, pad_id, device)
+    width = ids.shape[1]
+    if kv_cache == "block" and block_cache_supports(model.config):
+        cache: Cache = BlockKVCache(model.config, max_length=width + max_new_tokens)
+    else:
+        cache = DynamicCache(config=model.config)
+    # the attention mask of every step is a view of one preallocated [rows, width + max_new_tokens] mask
+    mask = torch.cat([prompt_mask, prompt_mask.new_ones(len(prompt_rows), max_new_tokens)], dim=1)
+    cache_key = cache_kwarg(model)
+    out = model(input_ids=ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
                 use_cache=True, logits_to_keep=1, **{cache_key: cache})
     logits = out.logits[:, -1]
     # Expand to one row per sample only after the prefill: the prompt is processed once per prompt.
     expand = torch.tensor(repeats, device=device)
+    positions = prompt_mask.sum(-1) - 1  # [R] position of each row's last token
     if any(r != 1 for r in repeats):
         index = torch.repeat_interleave(torch.arange(len(prompt_rows), device=device), expand)
         cache.batch_select_indices(index)
-        logits, mask = logits[index], mask[index]
+        logits, mask, positions = logits[index], mask[index], positions[index]
     live = torch.arange(int(expand.sum()), device=device)  # output row of each live batch row
-    positions = mask.long().sum(-1) - 1  # [R] position of each row's last token
     # -1 marks steps a row did not reach; one host transfer at the end instead of one per step
     generated = torch.full((len(live), max_new_tokens), -1, dtype=torch.long, device=device)
     eos = torch.tensor(eos_ids, device=device)
@@ -211,9 +217,9 @@ def _decode_compact(model: Any, prompt_rows: list[list[int]], repeats: list[int]
                 break
             cache.batch_select_indices(keep)
             live, tokens, mask, positions = live[keep], tokens[keep], mask[keep], positions[keep]
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         positions = positions + 1
-        out = model(input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=positions.unsqueeze(1),
+        out = model(input_ids=tokens.unsqueeze(1), attention_mask=mask[:, :width + step + 1],
+                    position_ids=positions.unsqueeze(1),
                     use_cache=True, **{cache_key: cache})
         logits = out.logits[:, -1]
     return [[t for t in row if t >= 0] for row in generated.tolist()]
