@@ -261,14 +261,15 @@ def mechanism_sentence(report: dict[str, Any], hard: int) -> str:
         coverage = report["diagnostics"].get("explanation_coverage")
         if coverage:
             explains = (f", while given the answer it explains it in its own style for {100 * coverage:.0f}% of "
-                        f"the diagnostic questions (diagnostics above). ExP-GRPO adds an SFT term on those "
+                        f"the diagnostic questions (diagnostics above). ExPO trains on those "
                         "self-explanations.")
         else:
             explains = (", and given the answer it produced no accepted self-explanation for the diagnostic "
                         "questions either, so ExP-GRPO has little to train on there.")
         return (f"- It sets up the paper's setting: on level {hard} the base model rarely samples a right "
-                f"answer (pass@8 {100 * base:.1f}%), so most GRPO groups there have the same reward for all "
-                f"their samples{zero_text}" + explains)
+                f"answer (pass@8 {100 * base:.1f}%), so most groups of G <= 8 samples there have the same "
+                f"reward for all their samples (a group holds a right one with probability at most pass@8)"
+                f"{zero_text}" + explains)
     return (f"- Level {hard} was NOT hard for this base model (pass@8 {100 * base:.1f}% >= "
             f"{100 * HARD_LEVEL_PASS8:.0f}%): GRPO has a learning signal there too{zero_text}, so this comparison "
             "says little about ExPO's mechanism (learning where the model never samples a right answer).")
