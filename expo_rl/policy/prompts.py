@@ -15,7 +15,10 @@ Prompts are strings that already contain every special token the model expects (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import torch
 
 DEFAULT_INSTRUCTION = "Let's think step by step and put the final answer within \\boxed{}."
 PLAIN_TEMPLATE = "{text}\n\nAnswer:"
@@ -84,3 +87,14 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     bos = getattr(tokenizer, "bos_token", None)
     add_special = not (bos and prompt.startswith(bos))
     return list(tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B,T] left-padded ids and attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids.to(device), mask.to(device)

@@ -48,7 +48,7 @@ from transformers.cache_utils import Cache
 
 from expo_rl.policy.kv_cache import BlockKVCache, block_cache_supports, cache_kwarg
 from expo_rl.policy.logprobs import position_ids_from_mask, unwrap
-from expo_rl.policy.prompts import encode_prompt
+from expo_rl.policy.prompts import encode_prompt, left_pad
 
 Engine = Literal["compact", "generate"]
 ENGINES = ("compact", "generate")
@@ -114,17 +114,6 @@ def trim_completion(tokens: Sequence[int], eos_ids: Sequence[int]) -> tuple[list
         if token in eos:
             return list(tokens[: i + 1]), True
     return list(tokens), False
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B,T] left-padded ids and attention mask."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
-        mask[i, width - len(row):] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _warpers(temperature: float, top_p: float) -> list[Any]:

@@ -30,6 +30,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import get_layer_types_and_kwargs
 
 from expo_rl.policy.kv_cache import cache_kwarg
+from expo_rl.policy.prompts import left_pad
 
 if TYPE_CHECKING:
     from torch import nn
@@ -45,16 +46,6 @@ def _windows_allow(config: object, width: int) -> bool:
         elif kind != "full_attention":
             return False
     return True
-
-
-def _left_pad(rows: list[tuple[int, ...]], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = like.new_zeros((len(rows), width))
-    mask = like.new_zeros((len(rows), width))
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(row, dtype=like.dtype)
-        mask[i, width - len(row):] = 1
-    return ids, mask
 
 
 def shared_prefix_context(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -83,7 +74,7 @@ def shared_prefix_context(model: nn.Module, input_ids: torch.Tensor, attention_m
     if len(distinct) == len(prefixes) or not all(distinct):
         return None
     owner = torch.tensor([distinct.index(p) for p in prefixes], device=input_ids.device)
-    prefix_ids, prefix_mask = _left_pad(distinct, input_ids)
+    prefix_ids, prefix_mask = left_pad(distinct, 0, input_ids.device)  # pads are masked
     suffix_len = int((end - start).max())
     if max_tokens is not None and prefix_ids.numel() + len(prefixes) * suffix_len >= max_tokens:
         return None
