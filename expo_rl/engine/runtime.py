@@ -239,8 +239,11 @@ def _train(config: RunConfig, *, resume: bool, parts: Parts | None) -> dict[str,
     bar = tqdm(range(start + 1, config.train.steps + 1), desc=config.method or "train", unit="step",
                initial=start, total=config.train.steps,
                disable=not (config.train.progress and accelerator.is_main_process))
-    if start == 0 and config.eval.every:
-        logger.log(0, evaluate_held_out(run))
+    if start == 0 and (config.eval.every or config.eval.initial):
+        before = evaluate_held_out(run) if config.eval.every else {}
+        if config.eval.initial and config.eval.final_n:
+            before.update(evaluate_held_out(run, final=True, step=0))
+        logger.log(0, before)
     for step in bar:
         metrics = train_step(run, step)
         metrics.update(scheduled_evaluations(run, step))
@@ -268,17 +271,19 @@ def scheduled_evaluations(run: Run, step: int) -> dict[str, float]:
 def evaluate_held_out(run: Run, *, final: bool = False, step: int = 0) -> dict[str, float]:
     """Held-out pass@k per level (``eval.*``, see :mod:`expo_rl.engine.held_out`) as metrics;
     ``final``: every held-out question with ``eval.final_n`` samples, also written to
-    ``eval_final.json``."""
+    ``eval_final.json`` (``eval_initial.json`` and ``eval_initial/...`` metrics at step 0)."""
     e = run.config.eval
     n, ks, limit = (e.final_n, e.final_k, None) if final else (e.n, e.k, e.limit)
     prompt = prompt_function(run.config, run.tokenizer, run.problem_set.task)
     with policy_for_generation(run.accelerator, run.model) as policy:
         table = held_out.held_out_pass_at_k(policy, run.tokenizer, run.config, run.problem_set, prompt,
-                                            n=n, ks=ks, limit=limit, progress=final and run.config.train.progress)
+                                            n=n, ks=ks, limit=limit, progress=final and run.config.train.progress,
+                                            rollout=run.rollout)
     if final and run.accelerator.is_main_process:
         held_out.write_final(run.output_dir, table, step=step, n=n, ks=ks,
-                             questions={str(lv): len(ps) for lv, ps in run.problem_set.held_out.items()})
-    return held_out.as_metrics("eval_final" if final else "eval", table)
+                             questions={str(lv): len(ps) for lv, ps in run.problem_set.held_out.items()},
+                             name=held_out.INITIAL_FILE if step == 0 else held_out.FINAL_FILE)
+    return held_out.as_metrics(("eval_initial" if step == 0 else "eval_final") if final else "eval", table)
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -130,6 +130,8 @@ def evaluate(
     show_progress: bool = True,
     keep_samples: bool = False,
     on_chunk: Callable[[list[SampleRecord]], None] | None = None,
+    stop_ids: Sequence[int] = (),
+    sampler: Callable[..., Any] | None = None,
 ) -> EvalResult:
     """Sample ``n`` completions per problem with ``model``, score with ``reward_fn``, tabulate.
 
@@ -139,7 +141,10 @@ def evaluate(
     ``seed + index of its first problem`` so a chunk's samples do not depend on earlier chunks.
     ``on_chunk`` receives each finished chunk's scored samples (the CLI streams them to disk,
     so a long run that is stopped still leaves its figures so far). ``prompt(problem)`` replaces
-    the zero-shot prompt (e.g. a task's own text).
+    the zero-shot prompt (e.g. a task's own text). ``stop_ids``: extra stop tokens
+    (``expo_rl.policy.stop_token_ids``). ``sampler(prompts, n=, seed=)``: another sampler of the
+    same distribution (e.g. the run's vLLM engine, ``expo_rl.rollout``) instead of the built-in
+    loop; the sampling arguments above then belong to it.
     """
     # transformers via policy: `from expo_rl.eval import pass_at_k` stays light
     from expo_rl.policy import build_prompt, sample
@@ -160,9 +165,12 @@ def evaluate(
     for first in range(0, len(problems), per_chunk):
         chunk = problems[first:first + per_chunk]
         prompts = [prompt(p) if prompt is not None else build_prompt(tokenizer, p.question) for p in chunk]
-        batch = sample(model, tokenizer, prompts,
-                       n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                       seed=seed + first, batch_size=rows_per_call, draw=draw)
+        if sampler is not None:
+            batch = sampler(prompts, n=n, seed=seed + first)
+        else:
+            batch = sample(model, tokenizer, prompts,
+                           n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                           seed=seed + first, batch_size=rows_per_call, draw=draw, stop_ids=stop_ids)
         owners = [chunk[i] for i in batch.prompt_index]
         rewards = batch_rewards(reward_fn, batch.texts, [p.answer for p in owners],
                                 [problem_fields(p) for p in owners])

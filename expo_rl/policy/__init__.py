@@ -14,11 +14,11 @@ from expo_rl.policy.prompts import (
     encode_prompt,
     messages_prompt,
 )
-from expo_rl.policy.sampling import SampleBatch, sample
+from expo_rl.policy.sampling import SampleBatch, sample, stop_token_ids
 from expo_rl.policy.tiny import load_tiny, load_tiny_tokenizer, tiny_model
 
 __all__ = [
     "DEFAULT_INSTRUCTION", "SampleBatch", "build_prompt", "chat_prompt", "completion_logprobs",
     "encode_prompt", "load_policy", "messages_prompt", "load_tiny", "load_tiny_tokenizer", "pack_sequences", "reference_completion_logprobs",
-    "sample", "sequence_logprob_sums", "tiny_model",
+    "sample", "sequence_logprob_sums", "stop_token_ids", "tiny_model",
 ]

@@ -86,6 +86,22 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return ids
 
 
+def stop_token_ids(tokenizer: Any, stop: Sequence[str]) -> list[int]:
+    """Token ids of the stop strings ``stop``, each of which must be exactly one token of the
+    tokenizer (e.g. ``"\n"``): a completion then ends at the first of them as at EOS, with the stop
+    token kept as its last token, so the policy is trained to write it (``trim_completion``).
+    One token, not any string: a string that spans tokens could end inside a token, and the
+    trained completion would then not be the sampled token sequence."""
+    ids: list[int] = []
+    for text in stop:
+        encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(encoded) != 1:
+            raise ValueError(f"stop string {text!r} is {len(encoded)} tokens {encoded} of this tokenizer; "
+                             "each stop string must be exactly one token")
+        ids.append(int(encoded[0]))
+    return ids
+
+
 def pad_token_id(tokenizer: Any, eos_ids: Sequence[int]) -> int:
     """Tokenizer pad id, falling back to the first EOS id (pad rows are masked anyway)."""
     return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else int(eos_ids[0])
@@ -238,7 +254,8 @@ def _decode_generate(model: Any, rows: list[list[int]], *, temperature: float, t
 
 def sample(model: Any, tokenizer: Any, prompts: list[str], *, n: int = 1, temperature: float = 1.0,
            top_p: float = 1.0, max_new_tokens: int = 256, seed: int | None = None,
-           batch_size: int | None = None, engine: Engine = "compact", draw: Draw = "multinomial") -> SampleBatch:
+           batch_size: int | None = None, engine: Engine = "compact", draw: Draw = "multinomial",
+           stop_ids: Sequence[int] = ()) -> SampleBatch:
     """``n`` completions of each prompt string (see the module docstring for the semantics).
 
     Args:
@@ -247,6 +264,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], *, n: int = 1, temper
         batch_size: rows (prompt x sample pairs) per micro-batch; None = all rows at once.
         engine: ``"compact"`` (drop finished rows, shared prefill) or ``"generate"`` (HF generate).
         draw: ``"multinomial"`` or ``"inverse_cdf"`` (compact engine only; module docstring).
+        stop_ids: extra stop tokens that end a completion like EOS (``stop_token_ids``).
     """
     _check_args(n, temperature, top_p, max_new_tokens, batch_size, engine)
     if draw not in DRAWS:
@@ -258,6 +276,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], *, n: int = 1, temper
     model = unwrap(model)
     eos_ids = eos_token_ids(model, tokenizer)
     pad_id = pad_token_id(tokenizer, eos_ids)
+    eos_ids += [int(t) for t in stop_ids if int(t) not in eos_ids]
     prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
     for i, ids in enumerate(prompt_ids):
         if not ids:

@@ -27,6 +27,7 @@ class SamplingSettings:
     max_new_tokens: int = 256
     batch_size: int | None = None
     draw: str = "multinomial"
+    stop_ids: tuple[int, ...] = ()  # extra stop tokens, ended on like EOS (sampling.stop)
 
 
 class RolloutEngine(Protocol):

@@ -25,7 +25,8 @@ class HFEngine:
         try:
             with torch.no_grad():
                 return sample(model, self.tokenizer, prompts, n=n, temperature=s.temperature, top_p=s.top_p,
-                              max_new_tokens=s.max_new_tokens, seed=seed, batch_size=s.batch_size, draw=s.draw)
+                              max_new_tokens=s.max_new_tokens, seed=seed, batch_size=s.batch_size, draw=s.draw,
+                              stop_ids=s.stop_ids)
         finally:
             model.train(was_training)
 

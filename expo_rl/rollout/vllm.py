@@ -125,6 +125,7 @@ class VLLMEngine:
             _keep_cpu_linear_weights()
         self.tokenizer, self.settings = tokenizer, settings
         self.eos_ids = eos_token_ids(model, tokenizer)
+        self.eos_ids += [t for t in settings.stop_ids if t not in self.eos_ids]
         inner = unwrap(model)
         param_dtype = next(inner.parameters()).dtype
         config = (inner.get_base_model() if is_lora(inner) else inner).config
@@ -140,6 +141,13 @@ class VLLMEngine:
                                       logprobs_mode="processed_logprobs")
         if on_gpu:
             kwargs.update(gpu_memory_utilization=gpu_memory_utilization, enable_sleep_mode=sleep)
+        else:
+            # Seeded requests need whole prefills on CPU: when vLLM splits a prompt over two steps
+            # (chunked prefill) it rewinds the request's generator, which torch's CPU generator
+            # cannot do ("CPU Generator does not use offset"); met with few-shot prompts of ~300
+            # tokens x 160 requests. Without chunking a prompt waits until it fits a step whole.
+            kwargs.update(enable_chunked_prefill=False,
+                          max_num_batched_tokens=max(8192, kwargs["max_model_len"]))
         self.llm = LLM(**kwargs)
         self.sleep = sleep and on_gpu
         if self.sleep:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from expo_rl.tasks.base import LEVELS, DemoTask
 
-BUILTIN: dict[str, str] = {"modular": "expo_rl.tasks.modular"}
+BUILTIN: dict[str, str] = {"modular": "expo_rl.tasks.modular", "addition": "expo_rl.tasks.addition"}
 
 __all__ = ["BUILTIN", "LEVELS", "DemoTask", "load_task"]
 
