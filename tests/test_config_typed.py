@@ -79,3 +79,12 @@ def test_overrides_are_typed_and_dotted():
         parse_override("steps")
     with pytest.raises(ConfigError, match="index 0..0"):
         apply_override(data, *parse_override("items.3.weight=1"))
+
+
+def test_unquoted_yaml_no_selects_the_literal_string_it_spells():
+    """`--set train.mixed_precision=no` (YAML 1.1 reads `no` as false) means the option "no"."""
+    from expo_rl.engine.config import load_config
+
+    assert load_config("grpo", ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="allowed values: cosine, constant"):
+        from_dict(Outer, {"inner": {"schedule": False}})  # no option spelled no/off/false

@@ -40,3 +40,28 @@ def test_eval_without_questions_is_a_config_error(tmp_path, capsys):
     assert main(["train", "sft", "--set", "eval.data=null", "--set", "eval.every=1",
                  "--set", f"train.output_dir={tmp_path}"]) == 2
     assert "config key 'eval.data' is required" in capsys.readouterr().err
+
+
+def test_eval_initial_writes_the_before_table_and_stop_strings_end_completions(tmp_path):
+    """``eval.initial``: the final evaluation's table before step 1 (``eval_initial.json``), so a run
+    reports before and after on the same questions and draws; ``sampling.stop`` in the same run."""
+    out = tmp_path / "run"
+    assert main(["train", "grpo", "--set", "eval.final_n=2", "--set", "eval.final_k=[1,2]",
+                 "--set", "eval.initial=true", "--set", 'sampling.stop=["\\n"]', *QUIET,
+                 "--set", f"train.output_dir={out}", "--set", "train.plot=false"]) == 0
+    initial = json.loads((out / "eval_initial.json").read_text())
+    final = json.loads((out / "eval_final.json").read_text())
+    assert initial["step"] == 0 and final["step"] == 2
+    assert initial["questions_per_level"] == final["questions_per_level"] and initial["n"] == final["n"] == 2
+    records = {r["step"]: r for r in read_metrics(out / "metrics.jsonl")}
+    assert records[0]["eval_initial/L1/pass@2"] == initial["by_level"]["1"]["pass@2"]
+    assert all(k.startswith("eval_initial/") for k in records[0] if k.startswith("eval"))
+
+
+def test_eval_initial_needs_final_n_and_stop_strings_must_be_one_token(tmp_path, capsys):
+    assert main(["train", "grpo", "--set", "eval.initial=true", "--set", f"train.output_dir={tmp_path / 'a'}"]) == 2
+    assert "config key 'eval.initial'" in capsys.readouterr().err
+    assert main(["train", "grpo", "--set", 'sampling.stop=["a stop string of several tokens"]', *QUIET,
+                 "--set", f"train.output_dir={tmp_path / 'b'}"]) == 2
+    err = capsys.readouterr().err
+    assert "config key 'sampling.stop'" in err and "exactly one token" in err

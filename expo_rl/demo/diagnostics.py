@@ -31,11 +31,12 @@ KINDS = ("self_explanation", "expert", "own")
 
 def diagnose(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: DemoTask,
              problems: list[Problem], *, temperature: float, seed: int, tries: int = 4,
-             batch_size: int | None = None) -> dict[str, Any]:
-    """Per kind: ``nll`` (list of per-token NLLs), ``reachability`` (list), and their means."""
+             batch_size: int | None = None, stop_ids: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Per kind: ``nll`` (list of per-token NLLs), ``reachability`` (list), and their means.
+    ``stop_ids``: extra stop tokens of the sampler (``sampling.stop``, e.g. one-line answers)."""
     def sampler(policy: Any, prompts: list[str], *, n: int, seed: int) -> Any:
         return sample(policy, tokenizer, prompts, n=n, temperature=temperature, seed=seed,
-                      max_new_tokens=task.max_new_tokens, batch_size=batch_size)
+                      max_new_tokens=task.max_new_tokens, batch_size=batch_size, stop_ids=stop_ids)
 
     by_id = {p.id: p for p in problems}
     explanations = task_explanation_generator(task, sampler, per_question=tries)(model, problems, seed)

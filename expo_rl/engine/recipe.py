@@ -20,8 +20,8 @@ from accelerate.utils import gather_object
 
 from expo_rl.data import Problem, load_problems
 from expo_rl.engine.cache_context import cache_context
-from expo_rl.engine.rollouts import stop_ids
 from expo_rl.engine.config import TASK_REWARD, RunConfig, TermConfig, reward_names  # noqa: F401 (recipe.reward_names)
+from expo_rl.engine.rollouts import stop_ids
 from expo_rl.engine.typed_config import ConfigError, from_dict
 from expo_rl.policy import build_prompt, load_policy, messages_prompt, sample
 from expo_rl.policy.logprobs import unwrap

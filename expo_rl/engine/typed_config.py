@@ -36,6 +36,10 @@ def _key(path: str) -> str:
     return path or "<root>"
 
 
+YAML_TRUE = ("yes", "on", "true", "y")
+YAML_FALSE = ("no", "off", "false", "n")
+
+
 def from_dict(cls: type, data: Any, path: str = "") -> Any:
     """Build dataclass ``cls`` from ``data`` (a mapping), validating every key recursively."""
     if data is None:
@@ -90,6 +94,13 @@ def coerce(tp: Any, value: Any, path: str, metadata: Any = None) -> Any:
         raise ConfigError(f"config key '{path}': expected {_type_name(tp)}, got "
                           f"{type(value).__name__} ({value!r})")
     if origin is Literal:
+        if isinstance(value, bool) and not any(isinstance(a, bool) for a in args):
+            # YAML 1.1 (PyYAML) reads an unquoted no/off/yes/on as a bool, e.g. `--set
+            # train.mixed_precision=no`: give back the one allowed string that spelling names
+            spellings = YAML_TRUE if value else YAML_FALSE
+            named = [a for a in args if isinstance(a, str) and a.lower() in spellings]
+            if len(named) == 1:
+                return named[0]
         if value not in args:
             raise ConfigError(f"config key '{path}': {value!r} is not allowed; allowed values: "
                               f"{', '.join(map(str, args))}")

@@ -111,11 +111,13 @@ class AdditionTask(DemoTask):
         return bool(match) and match.group(1) == problem.answer
 
     def split_answer(self, completion: str) -> tuple[str, str] | None:
+        """(chain of thought, `` The answer is ...``): the space stays with the answer part, as the
+        tokenizer wrote it (`` The`` is one token), so the parts tokenise as in the completion."""
         head, sep, tail = completion.rpartition(" The answer is ")
-        return (head, sep.lstrip() + tail) if sep else None
+        return (head, sep + tail) if sep else None
 
     def answer_text(self, problem: Problem) -> str:
-        return f"The answer is {problem.answer}."
+        return f" The answer is {problem.answer}."
 
     def vocabulary(self) -> list[str]:
         """Unused with a real tokenizer (the demo's word-level tokenizer needs it)."""
