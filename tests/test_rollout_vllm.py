@@ -107,3 +107,23 @@ def test_training_runs_end_to_end_with_vllm(tmp_path, preset, extra):
     assert records[1]["rollout/synced_tensors"] > 0  # weights sent after step 1's updates
     if "sampling.tis_cap=2.0" in extra:
         assert records[0]["sampler/tis_clip_frac"] == 0.0
+
+
+def test_stop_tokens_and_seeded_long_prompts(policy):
+    """``stop_ids`` end vLLM completions as in the built-in loop (greedy: the same tokens), and
+    seeded sampling of many long prompts works on CPU (a prompt split over two scheduler steps
+    made vLLM rewind a CPU generator: "CPU Generator does not use offset")."""
+    model, tokenizer = policy
+    free = sample(model, tokenizer, PROMPTS, n=1, temperature=0.0, max_new_tokens=24)
+    stops = sorted({ids[len(ids) // 2] for ids in free.completion_ids if len(ids) > 2})
+    engine = make_engine("vllm", model, tokenizer,
+                         SamplingSettings(temperature=0.0, max_new_tokens=24, stop_ids=tuple(stops)))
+    got = engine.sample(model, PROMPTS, n=1, seed=0)
+    expected = sample(model, tokenizer, PROMPTS, n=1, temperature=0.0, max_new_tokens=24, stop_ids=stops)
+    assert got.completion_ids == expected.completion_ids and got.finished == expected.finished
+    assert any(ids[-1] in stops for ids in got.completion_ids)
+
+    engine = make_engine("vllm", model, tokenizer, SamplingSettings(temperature=1.0, max_new_tokens=8))
+    long_prompts = [" ".join(f"word{i}x{j}" for j in range(150)) for i in range(40)]  # > 4096 tokens together
+    batch = engine.sample(model, long_prompts, n=4, seed=3)
+    assert len(batch) == 160 and all(1 <= len(ids) <= 8 for ids in batch.completion_ids)
