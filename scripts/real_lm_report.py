@@ -23,6 +23,16 @@ from typing import Any
 
 METHODS = ("grpo", "exp_grpo", "grpo_sft_gt_cot")
 LABELS = {"grpo": "GRPO", "exp_grpo": "ExP-GRPO", "grpo_sft_gt_cot": "GRPO SFT-GT-CoT"}
+VARIANTS = {  # runs beside the comparison, reported apart: name -> (label, what differs)
+    "grpo_sft_gt_cot_cap40": ("GRPO SFT-GT-CoT, 40 new tokens", (
+        "GRPO SFT-GT-CoT with max_new_tokens 40, the first run: the expert trace it learns to imitate is "
+        "28-66 tokens long in the mean per level (up to 78), so from level 3 on its samples were cut off "
+        "before the answer")),
+}
+PRECISION_RUN = "grpo_fp32"  # the GRPO preset for 5 steps in fp32 (vLLM and trainer): the precision check
+PER_STEP = ("grpo/zero_signal_fraction", "grpo/accuracy", "grpo/response_len", "grpo/stopped",
+            "exp_sft/explain_acceptance_rate", "exp_sft/nll", "sampler/logprob_abs_diff", "sampler/kl",
+            "rollout/tokens_per_s", "time/sample_s", "time/update_s", "time/step_s")
 PRESET = "real_lm/exp_grpo"  # the task, model, sampling and held-out set every method shares
 
 
@@ -41,25 +51,53 @@ def wall_time_s(log: Path, metrics: list[dict[str, Any]]) -> tuple[float, str]:
     return sum(r.get("time/step_s", 0.0) for r in metrics), "sum of time/step_s (training steps only)"
 
 
-def method_entry(run: Path, log: Path) -> dict[str, Any]:
+def run_entry(run: Path, log: Path) -> dict[str, Any]:
+    """One run's final table, wall time, learning curves and per-step signals."""
     final = json.loads((run / "eval_final.json").read_text())
     metrics = read_jsonl(run / "metrics.jsonl")
     steps = [r for r in metrics if r["step"] > 0 and "grpo/zero_signal_fraction" in r]
     wall, wall_source = wall_time_s(log, metrics)
     curves = {str(r["step"]): {k.removeprefix("eval/"): v for k, v in r.items() if k.startswith("eval/")}
               for r in metrics if any(k.startswith("eval/") for k in r)}
-    per_step = {key: [r.get(key) for r in steps] for key in (
-        "grpo/zero_signal_fraction", "grpo/accuracy", "exp_sft/explain_acceptance_rate", "exp_sft/nll",
-        "sampler/logprob_abs_diff", "sampler/kl", "time/step_s")}
+    per_step = {key: [r.get(key) for r in steps] for key in PER_STEP}
     acceptance = [v for v in per_step["exp_sft/explain_acceptance_rate"] if v is not None]
     return {
         "by_level": final["by_level"], "n": final["n"], "questions_per_level": final["questions_per_level"],
-        "seeds": [0], "steps": len(steps), "wall_time_s": round(wall, 1), "wall_time_source": wall_source,
+        "steps": len(steps), "wall_time_s": round(wall, 1), "wall_time_source": wall_source,
         "mean_zero_signal_fraction": _mean(per_step["grpo/zero_signal_fraction"]),
         "mean_explanation_acceptance_rate": _mean(acceptance) if acceptance else None,
         "mean_sampler_logprob_abs_diff": _mean(per_step["sampler/logprob_abs_diff"]),
+        "mean_response_len": _mean(per_step["grpo/response_len"]),
+        "mean_stopped_fraction": _mean(per_step["grpo/stopped"]),
         "curves": curves, "per_step": {k: v for k, v in per_step.items() if any(x is not None for x in v)},
     }
+
+
+def seed_runs(runs: Path, method: str) -> dict[int, Path]:
+    """Finished runs of ``method``: seed 0 in ``RUNS/<method>``, seed s in ``RUNS/<method>_seed<s>``."""
+    found = {0: runs / method} if (runs / method / "eval_final.json").is_file() else {}
+    for path in sorted(runs.glob(f"{method}_seed*")):
+        seed = path.name.removeprefix(f"{method}_seed")
+        if seed.isdigit() and (path / "eval_final.json").is_file():
+            found[int(seed)] = path
+    return found
+
+
+def method_entry(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """A method over its seeds: ``by_level`` is the mean over seeds, ``by_seed`` each seed's table;
+    the scalar summaries are means over seeds; ``runs`` keeps each seed's curves and per-step data."""
+    first = runs[min(runs)]
+    levels = first["by_level"]
+    by_level = {level: {k: _mean([r["by_level"][level][k] for r in runs.values()]) for k in levels[level]}
+                for level in levels}
+    scalars = ("wall_time_s", "mean_zero_signal_fraction", "mean_explanation_acceptance_rate",
+               "mean_sampler_logprob_abs_diff", "mean_response_len", "mean_stopped_fraction")
+    return {"by_level": by_level, "seeds": sorted(runs), "steps": first["steps"], "n": first["n"],
+            "questions_per_level": first["questions_per_level"],
+            "by_seed": {str(s): r["by_level"] for s, r in sorted(runs.items())},
+            **{k: _mean([r[k] for r in runs.values()]) for k in scalars},
+            "wall_time_source": first["wall_time_source"],
+            "runs": {str(s): r for s, r in sorted(runs.items())}}
 
 
 def _mean(values: list[Any]) -> float | None:
@@ -94,30 +132,87 @@ def summary_of(diag: dict[str, Any]) -> dict[str, Any]:
             for level, result in diag.items()}
 
 
+def precision_check(runs: Path) -> dict[str, Any] | None:
+    """fp32 against the shipped bf16 (vLLM bfloat16 + bf16 autocast) on the GRPO preset: the base
+    table (eval_initial), the means of the first steps' signals and times, and the step-n curve
+    point; the second bf16 seed's first steps are the seed-to-seed noise to read the gap against."""
+    fp32 = runs / PRECISION_RUN
+    if not (fp32 / "eval_final.json").is_file():  # finished
+        return None
+    labels = {"fp32 (seed 0)": fp32, "bf16 (seed 0)": runs / "grpo", "bf16 (seed 1)": runs / "grpo_seed1"}
+    metrics = {label: read_jsonl(path / "metrics.jsonl") for label, path in labels.items()
+               if (path / "metrics.jsonl").is_file()}
+    n = max(r["step"] for r in metrics["fp32 (seed 0)"])
+    first_steps = {label: {key: _mean([r.get(key) for r in rows if 0 < r["step"] <= n]) for key in PER_STEP}
+                   for label, rows in metrics.items()}
+    curve = {label: {k.removeprefix("eval/"): v for r in rows if r["step"] == n
+                     for k, v in r.items() if k.startswith("eval/")} for label, rows in metrics.items()}
+    base = {label: json.loads((labels[label] / "eval_initial.json").read_text())["by_level"]
+            for label in metrics if (labels[label] / "eval_initial.json").is_file()}
+    return {"steps_compared": n, "first_steps_mean": first_steps, f"eval_at_step_{n}": curve, "base": base,
+            "command": f".venv-vllm/bin/expo-rl train real_lm/grpo --set train.steps={n} "
+                       "--set train.mixed_precision=no --set sampling.vllm_dtype=float32"}
+
+
+def _cell(entry: dict[str, Any], level: str, k: str) -> str:
+    """Mean over seeds, and each seed's value when there is more than one."""
+    text = f"{100 * entry['by_level'][level][k]:.1f}"
+    if len(entry.get("by_seed", {})) > 1:
+        text += " (" + " / ".join(f"{100 * t[level][k]:.1f}" for t in entry["by_seed"].values()) + ")"
+    return text
+
+
 def markdown(report: dict[str, Any]) -> str:
     levels = sorted(report["base"]["by_level"], key=int)
     names = [m for m in METHODS if m in report["methods"]]
+    seeds = ", ".join(f"{LABELS[m]} {report['methods'][m]['seeds']}" for m in names)
     lines = ["# ExPO on a real pretrained LM: Gemma 3 270M on the addition task", "",
              f"Model `{report['model']}`, task `{report['task']}`, held-out questions per level "
              f"{report['base']['questions_per_level']}, {report['base']['n']} samples each "
-             f"(T = {report['temperature']}). Seed 0, one run per method.", ""]
+             f"(T = {report['temperature']}). Seeds: {seeds}; with two seeds a cell is the mean "
+             "(seed 0 / seed 1).", ""]
     for k in ("pass@1", "pass@8"):
         lines += [f"## Held-out {k} per level (%)", "",
                   "| level | base | " + " | ".join(LABELS[m] for m in names) + " |",
                   "|---|---|" + "---|" * len(names)]
         for level in levels:
             row = [f"{100 * report['base']['by_level'][level][k]:.1f}"]
-            row += [f"{100 * report['methods'][m]['by_level'][level][k]:.1f}" for m in names]
+            row += [_cell(report["methods"][m], level, k) for m in names]
             lines.append(f"| {level} | " + " | ".join(row) + " |")
         lines.append("")
-    lines += ["## Runs", "", "| method | steps | wall time | mean zero-signal fraction | mean explanation "
-              "acceptance | mean abs log-prob diff sampler vs trainer |", "|---|---|---|---|---|---|"]
-    for m in names:
-        e = report["methods"][m]
+    lines += ["## Runs (means over seeds)", "", "| method | steps | wall time | mean zero-signal fraction | "
+              "mean explanation acceptance | mean response tokens | stopped before the cap | mean abs "
+              "log-prob diff sampler vs trainer |", "|---|---|---|---|---|---|---|---|"]
+    rows = [(LABELS[m], report["methods"][m]) for m in names]
+    rows += [(entry["label"], entry) for entry in report.get("variants", {}).values()]
+    for label, e in rows:
         acc = e["mean_explanation_acceptance_rate"]
-        lines.append(f"| {LABELS[m]} | {e['steps']} | {e['wall_time_s'] / 60:.1f} min | "
+        lines.append(f"| {label} | {e['steps']} | {e['wall_time_s'] / 60:.1f} min | "
                      f"{e['mean_zero_signal_fraction']:.3f} | {'-' if acc is None else f'{acc:.3f}'} | "
+                     f"{e['mean_response_len']:.1f} | {e['mean_stopped_fraction']:.2f} | "
                      f"{e['mean_sampler_logprob_abs_diff']:.4f} |")
+    for e in report.get("variants", {}).values():
+        lines += ["", f"{e['label']}: {e['what']}. Held-out pass@1 / pass@8 per level: "
+                  + "; ".join(f"L{lv} {100 * e['by_level'][lv]['pass@1']:.1f} / {100 * e['by_level'][lv]['pass@8']:.1f}"
+                              for lv in levels) + "."]
+    precision = report.get("precision")
+    if precision:
+        n = precision["steps_compared"]
+        lines += ["", f"## Precision: fp32 against bf16 on the GRPO preset (first {n} steps)", "",
+                  f"`{precision['command']}`", "",
+                  "| run | accuracy | zero-signal fraction | abs log-prob diff sampler vs trainer | "
+                  "rollout tokens/s | sample s | update s | step s |", "|---|---|---|---|---|---|---|---|"]
+        for label, m in precision["first_steps_mean"].items():
+            lines.append(f"| {label} | {m['grpo/accuracy']:.3f} | {m['grpo/zero_signal_fraction']:.3f} | "
+                         f"{m['sampler/logprob_abs_diff']:.4f} | {m['rollout/tokens_per_s']:.0f} | "
+                         f"{m['time/sample_s']:.1f} | {m['time/update_s']:.1f} | {m['time/step_s']:.1f} |")
+        lines += ["", "Base model (before step 1), pass@1 / pass@8 per level (%): " + "; ".join(
+            f"{label}: " + ", ".join(f"L{lv} {100 * t[lv]['pass@1']:.1f} / {100 * t[lv]['pass@8']:.1f}"
+                                     for lv in levels) for label, t in precision["base"].items()) + "."]
+        curve = precision[f"eval_at_step_{n}"]
+        lines += ["", f"Curve point at step {n} (pass@1, 8 questions per level, 4 samples): " + "; ".join(
+            f"{label}: " + ", ".join(f"L{lv} {100 * c.get(f'L{lv}/pass@1', float('nan')):.1f}" for lv in levels)
+            for label, c in curve.items() if c) + "."]
     if report.get("diagnostics"):
         lines += ["", "## ExPO diagnostics of the base model (SPEC 3.3; scored under the plain prompt)", "",
                   "| level | kind | n | mean per-token NLL | mean reachability pi(a* given q, c) |",
@@ -158,16 +253,23 @@ def main() -> None:
                  "questions_per_level": initial["questions_per_level"],
                  "source": "eval_initial.json of the GRPO run (the same base model and held-out set for all)"},
         "methods": {},
-        "commands": {m: f".venv-vllm/bin/expo-rl train real_lm/{m}" for m in METHODS},
+        "commands": {m: f".venv-vllm/bin/expo-rl train real_lm/{m} [--set train.seed=S]" for m in METHODS},
     }
-    for m in METHODS:
-        run = args.runs / m
-        if (run / "eval_final.json").is_file():
-            report["methods"][m] = method_entry(run, args.runs / f"{m}.log")
-            plots = args.out / m
+    for m in [*METHODS, *VARIANTS]:
+        runs = seed_runs(args.runs, m)
+        if not runs:
+            continue
+        entry = method_entry({seed: run_entry(run, args.runs / f"{run.name}.log") for seed, run in runs.items()})
+        if m in VARIANTS:
+            label, what = VARIANTS[m]
+            report.setdefault("variants", {})[m] = {"label": label, "what": what, **entry}
+        else:
+            report["methods"][m] = entry
+        for run in runs.values():
             if (run / "plots").is_dir():
-                shutil.copytree(run / "plots", plots, dirs_exist_ok=True)
-            shutil.copy(run / "metrics.jsonl", args.out / f"{m}.metrics.jsonl")
+                shutil.copytree(run / "plots", args.out / run.name, dirs_exist_ok=True)
+            shutil.copy(run / "metrics.jsonl", args.out / f"{run.name}.metrics.jsonl")
+    report["precision"] = precision_check(args.runs)
     if (args.out / "diagnostics.json").is_file():
         report["diagnostics"] = summary_of(json.loads((args.out / "diagnostics.json").read_text()))
     (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
