@@ -27,6 +27,7 @@ from typing import Any
 
 import models
 import workloads as W
+from token_meter import TokenMeter
 
 
 def run_config(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
@@ -87,16 +88,20 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     runtime.collect_rows = recording_collect_rows  # train_step looks it up in the module at call time
 
+    meter = TokenMeter()
+    meter.install()
     accelerator = runtime.make_accelerator(config)
     run_state = runtime.setup(config, accelerator)
     _check_prompts(run_state, spec, workload)
     step_s, phases = [], []
+    meter.reset()
     for step in range(1, total + 1):
         started = time.perf_counter()
         metrics = runtime.train_step(run_state, step)
         step_s.append(time.perf_counter() - started)
+        meter.mark()
         phases.append({"sample_s": metrics["time/sample_s"], "update_s": metrics["time/update_s"]})
-    return {"step_s": step_s, "steps_tokens": token_stats, "phases": phases}
+    return {"step_s": step_s, "steps_tokens": token_stats, "phases": phases, "computed_tokens": meter.per_step}
 
 
 def _token_stats(workload: W.Workload, rows: list[Any]) -> dict[str, int]:

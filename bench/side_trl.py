@@ -20,6 +20,7 @@ from typing import Any
 
 import models
 import workloads as W
+from token_meter import TokenMeter
 
 
 def _common_args(hp: W.HParams, total_steps: int, out_dir: str) -> dict[str, Any]:
@@ -44,14 +45,18 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
     model = models.load_model(spec["model_dir"])
     step_ends: list[float] = []
+    meter = TokenMeter()
+    meter.install()
     completion_lengths: list[list[int]] = []
 
     class StepClock(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             step_ends.append(time.perf_counter())
+            meter.reset()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             step_ends.append(time.perf_counter())
+            meter.mark()
 
     out_dir = tempfile.mkdtemp(prefix="trl-bench-")
     if workload.method == "grpo":
@@ -98,7 +103,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     step_s = [b - a for a, b in zip(step_ends, step_ends[1:])]
     return {"step_s": step_s, "steps_tokens": _token_stats(spec, workload, tokenizer, trainer,
-                                                           completion_lengths, total)}
+                                                           completion_lengths, total),
+            "computed_tokens": meter.per_step}
 
 
 def _token_stats(spec: dict[str, Any], workload: W.Workload, tokenizer: Any, trainer: Any,
