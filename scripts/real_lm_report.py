@@ -18,6 +18,7 @@ import argparse
 import json
 import re
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,14 @@ def method_entry(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
             "runs": {str(s): r for s, r in sorted(runs.items())}}
 
 
+def _summary(key: str, values: list[Any]) -> float | None:
+    """Median of a time or a rate (robust to the warm-up step), mean of a training signal."""
+    values = [v for v in values if v is not None]
+    if key.startswith(("time/", "rollout/")):
+        return statistics.median(values) if values else None
+    return _mean(values)
+
+
 def _mean(values: list[Any]) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
@@ -143,13 +152,14 @@ def precision_check(runs: Path) -> dict[str, Any] | None:
     metrics = {label: read_jsonl(path / "metrics.jsonl") for label, path in labels.items()
                if (path / "metrics.jsonl").is_file()}
     n = max(r["step"] for r in metrics["fp32 (seed 0)"])
-    first_steps = {label: {key: _mean([r.get(key) for r in rows if 0 < r["step"] <= n]) for key in PER_STEP}
+    first_steps = {label: {key: _summary(key, [r.get(key) for r in rows if 0 < r["step"] <= n]) for key in PER_STEP}
                    for label, rows in metrics.items()}
     curve = {label: {k.removeprefix("eval/"): v for r in rows if r["step"] == n
                      for k, v in r.items() if k.startswith("eval/")} for label, rows in metrics.items()}
     base = {label: json.loads((labels[label] / "eval_initial.json").read_text())["by_level"]
             for label in metrics if (labels[label] / "eval_initial.json").is_file()}
-    return {"steps_compared": n, "first_steps_mean": first_steps, f"eval_at_step_{n}": curve, "base": base,
+    return {"steps_compared": n, "first_steps": first_steps,
+            "first_steps_how": "times and tokens/s: median over the steps (step 1 holds warm-up); signals: mean", f"eval_at_step_{n}": curve, "base": base,
             "command": f".venv-vllm/bin/expo-rl train real_lm/grpo --set train.steps={n} "
                        "--set train.mixed_precision=no --set sampling.vllm_dtype=float32"}
 
@@ -200,11 +210,12 @@ def markdown(report: dict[str, Any]) -> str:
         n = precision["steps_compared"]
         lines += ["", f"## Precision: fp32 against bf16 on the GRPO preset (first {n} steps)", "",
                   f"`{precision['command']}`", "",
-                  "| run | accuracy | zero-signal fraction | abs log-prob diff sampler vs trainer | "
-                  "rollout tokens/s | sample s | update s | step s |", "|---|---|---|---|---|---|---|---|"]
-        for label, m in precision["first_steps_mean"].items():
+                  "| run | accuracy (mean) | zero-signal fraction (mean) | abs log-prob diff sampler vs "
+                  "trainer (mean) | rollout tokens/s (median) | sample s (median) | update s (median) | "
+                  "step s (median) |", "|---|---|---|---|---|---|---|---|"]
+        for label, m in precision["first_steps"].items():
             lines.append(f"| {label} | {m['grpo/accuracy']:.3f} | {m['grpo/zero_signal_fraction']:.3f} | "
-                         f"{m['sampler/logprob_abs_diff']:.4f} | {m['rollout/tokens_per_s']:.0f} | "
+                         f"{m['sampler/logprob_abs_diff']:.1e} | {m['rollout/tokens_per_s']:.0f} | "
                          f"{m['time/sample_s']:.1f} | {m['time/update_s']:.1f} | {m['time/step_s']:.1f} |")
         lines += ["", "Base model (before step 1), pass@1 / pass@8 per level (%): " + "; ".join(
             f"{label}: " + ", ".join(f"L{lv} {100 * t[lv]['pass@1']:.1f} / {100 * t[lv]['pass@8']:.1f}"
