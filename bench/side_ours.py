@@ -118,8 +118,10 @@ def _token_stats(workload: W.Workload, rows: list[Any]) -> dict[str, int]:
 
 def _check_prompts(run_state: Any, spec: dict[str, Any], workload: W.Workload) -> None:
     """The runtime must build the same prompt strings the TRL side is given."""
+    from expo_rl.data import Problem
+
     first = W.read_jsonl(spec["files"]["problems"])[0]["problem"]
-    ours = run_state.terms[0].env.prompt(first)
+    ours = run_state.terms[0].env.prompt(Problem(id="prompt-check", question=first, answer=""))
     expected = W.prompt_text(run_state.tokenizer, first, workload.name)
     if ours != expected:
         raise RuntimeError(f"prompt mismatch between the sides:\nours: {ours!r}\nTRL:  {expected!r}")
