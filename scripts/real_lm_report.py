@@ -58,8 +58,7 @@ def run_entry(run: Path, log: Path) -> dict[str, Any]:
     metrics = read_jsonl(run / "metrics.jsonl")
     steps = [r for r in metrics if r["step"] > 0 and "grpo/zero_signal_fraction" in r]
     wall, wall_source = wall_time_s(log, metrics)
-    curves = {str(r["step"]): {k.removeprefix("eval/"): v for k, v in r.items() if k.startswith("eval/")}
-              for r in metrics if any(k.startswith("eval/") for k in r)}
+    curves = eval_curves(metrics)
     per_step = {key: [r.get(key) for r in steps] for key in PER_STEP}
     acceptance = [v for v in per_step["exp_sft/explain_acceptance_rate"] if v is not None]
     return {
@@ -72,6 +71,12 @@ def run_entry(run: Path, log: Path) -> dict[str, Any]:
         "mean_stopped_fraction": _mean(per_step["grpo/stopped"]),
         "curves": curves, "per_step": {k: v for k, v in per_step.items() if any(x is not None for x in v)},
     }
+
+
+def eval_curves(metrics: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """``{step: {"L<level>/pass@k": value}}`` from the log lines that hold held-out evaluations."""
+    return {str(r["step"]): {k.removeprefix("eval/"): v for k, v in r.items() if k.startswith("eval/")}
+            for r in metrics if any(k.startswith("eval/") for k in r)}
 
 
 def seed_runs(runs: Path, method: str) -> dict[int, Path]:
@@ -103,8 +108,8 @@ def method_entry(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
 def _summary(key: str, values: list[Any]) -> float | None:
     """Median of a time or a rate (robust to the warm-up step), mean of a training signal."""
-    values = [v for v in values if v is not None]
     if key.startswith(("time/", "rollout/")):
+        values = [v for v in values if v is not None]
         return statistics.median(values) if values else None
     return _mean(values)
 
@@ -143,7 +148,7 @@ def summary_of(diag: dict[str, Any]) -> dict[str, Any]:
 
 def precision_check(runs: Path) -> dict[str, Any] | None:
     """fp32 against the shipped bf16 (vLLM bfloat16 + bf16 autocast) on the GRPO preset: the base
-    table (eval_initial), the means of the first steps' signals and times, and the step-n curve
+    table (eval_initial), the first steps' signals (mean) and times (median), and the step-n curve
     point; the second bf16 seed's first steps are the seed-to-seed noise to read the gap against."""
     fp32 = runs / PRECISION_RUN
     if not (fp32 / "eval_final.json").is_file():  # finished
@@ -154,12 +159,12 @@ def precision_check(runs: Path) -> dict[str, Any] | None:
     n = max(r["step"] for r in metrics["fp32 (seed 0)"])
     first_steps = {label: {key: _summary(key, [r.get(key) for r in rows if 0 < r["step"] <= n]) for key in PER_STEP}
                    for label, rows in metrics.items()}
-    curve = {label: {k.removeprefix("eval/"): v for r in rows if r["step"] == n
-                     for k, v in r.items() if k.startswith("eval/")} for label, rows in metrics.items()}
+    curve = {label: eval_curves(rows).get(str(n), {}) for label, rows in metrics.items()}
     base = {label: json.loads((labels[label] / "eval_initial.json").read_text())["by_level"]
             for label in metrics if (labels[label] / "eval_initial.json").is_file()}
     return {"steps_compared": n, "first_steps": first_steps,
-            "first_steps_how": "times and tokens/s: median over the steps (step 1 holds warm-up); signals: mean", f"eval_at_step_{n}": curve, "base": base,
+            "first_steps_how": "times and tokens/s: median over the steps (step 1 holds warm-up); signals: mean",
+            f"eval_at_step_{n}": curve, "base": base,
             "command": f".venv-vllm/bin/expo-rl train real_lm/grpo --set train.steps={n} "
                        "--set train.mixed_precision=no --set sampling.vllm_dtype=float32"}
 
