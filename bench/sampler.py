@@ -1,16 +1,20 @@
-"""Sampler benchmark (issue 15): the hf engine's decode loop with the block KV cache vs DynamicCache.
+"""Sampler benchmark (issue 15): the hf engine's decode loop with each KV cache and token draw.
 
     python bench/sampler.py                                   # tiny:qwen2:20m and gemma3-270m, 64 x 4 x 128
     python bench/sampler.py --models gemma3-270m --prompts 16 --repeats 2 \
-        --variants dynamic/multinomial block/multinomial block/inverse_cdf
+        --variants dynamic/multinomial shared/inverse_cdf shared/inverse_cdf/bf16
 
-Each variant is ``kv_cache/draw``; all run in the same process, on the same prompts and seeds,
-in rotating order (so that load on a shared machine hits every variant alike), after one untimed
+Each variant is ``kv_cache/draw[/bf16]`` (``kv_cache``: shared, block or dynamic, see
+``expo_rl.policy.sampling._decode_compact``; ``/bf16``: under ``torch.autocast("cpu",
+torch.bfloat16)``, what ``train.mixed_precision: bf16`` samples with: other numerics, so not the
+fp32 model's distribution); all run in the same process, on the same prompts and seeds, in
+rotating order (so that load on a shared machine hits every variant alike), after one untimed
 warm-up call each. Each call is ``_decode_compact`` (the compact engine's loop: one prefill per
 distinct prompt, ``--samples`` rows per prompt, finished rows dropped) at temperature 1, top-p 1,
 fp32, ``--threads`` torch threads. Reports the median seconds per call, the tokens generated,
-and each variant's speed-up over the first (the sampler as it was: DynamicCache, multinomial);
-with ``--json`` the numbers are also written to ``bench/results/sampler.json``.
+and each variant's speed-up over the first (default: the sampler as it was before issue 15,
+DynamicCache and multinomial); with ``--json`` the numbers are also written to
+``bench/results/sampler.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import platform
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,10 +43,12 @@ from rollout import prompts_for  # noqa: E402
 
 
 def decode(model, rows, samples, new_tokens, eos_ids, pad_id, variant, seed):
-    kv_cache, draw = variant.split("/")
+    kv_cache, draw, *precision = variant.split("/")
     torch.manual_seed(seed)
-    return _decode_compact(model, rows, [samples] * len(rows), temperature=1.0, top_p=1.0,
-                           max_new_tokens=new_tokens, eos_ids=eos_ids, pad_id=pad_id, kv_cache=kv_cache, draw=draw)
+    with torch.autocast("cpu", dtype=torch.bfloat16) if precision == ["bf16"] else nullcontext():
+        return _decode_compact(model, rows, [samples] * len(rows), temperature=1.0, top_p=1.0,
+                               max_new_tokens=new_tokens, eos_ids=eos_ids, pad_id=pad_id, kv_cache=kv_cache,
+                               draw=draw)
 
 
 def bench_model(spec: str, args: argparse.Namespace) -> dict:
@@ -80,11 +87,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt (default 4)")
     parser.add_argument("--new-tokens", type=int, default=128, help="max new tokens (default 128)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per variant, rotating (default 3)")
-    parser.add_argument("--variants", nargs="+", default=["dynamic/multinomial", "block/multinomial"],
-                        help="kv_cache/draw pairs; speed-ups are over the first (default: "
-                             "dynamic/multinomial block/multinomial)")
+    parser.add_argument("--variants", nargs="+",
+                        default=["dynamic/multinomial", "block/multinomial", "shared/multinomial", "shared/inverse_cdf"],
+                        help="kv_cache/draw[/bf16]; speed-ups are over the first (default: dynamic/multinomial "
+                             "block/multinomial shared/multinomial shared/inverse_cdf)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--json", action="store_true", help="also write bench/results/sampler.json")
+    parser.add_argument("--json", action="store_true", help="also write (merge by model into) bench/results/sampler.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = {spec: bench_model(spec, args) for spec in args.models}
@@ -92,7 +100,10 @@ def main() -> None:
         meta = {"command": " ".join(sys.argv), "threads": args.threads, "torch": torch.__version__,
                 "load_average": os.getloadavg(), "machine": platform.processor() or platform.machine()}
         out = ROOT / "bench" / "results" / "sampler.json"
-        out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        kept = json.loads(out.read_text()) if out.exists() else {}  # models not re-run keep their entries
+        merged = {spec: entry for spec, entry in kept.items() if spec not in results and "results" in entry}
+        merged.update({spec: {"meta": meta, "results": result} for spec, result in results.items()})
+        out.write_text(json.dumps(merged, indent=2) + "\n")
         print(f"wrote {out}")
 
 

@@ -1,7 +1,10 @@
-"""Block KV cache: same logits as DynamicCache step by step (row drops, repeats, sliding windows),
-bounded buffers, and the compact decode loop drawing from the model's exact distribution."""
+"""Block and shared-prompt KV caches: same logits as DynamicCache step by step (row drops, repeats,
+sliding windows), bounded buffers, and the compact decode loop drawing from the model's exact
+distribution with each cache."""
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -11,6 +14,12 @@ from expo_rl.policy import load_tiny
 from expo_rl.policy.kv_cache import BlockKVCache, BlockKVLayer, block_cache_supports
 from expo_rl.policy.logprobs import position_ids_from_mask
 from expo_rl.policy.sampling import _decode_compact, left_pad
+from expo_rl.policy.shared_prompt_cache import (
+    CACHE_KWARG,
+    SharedPromptKVCache,
+    shared_prompt_attention_enabled,
+    shared_prompt_supports,
+)
 
 EOS, PAD = 2, 0
 PROMPTS = [[5, 9, 14, 3, 7, 21], [11, 4], [8, 8, 30, 6], [17, 12, 19]]  # different lengths: left padding
@@ -23,7 +32,12 @@ def teacher_forced_logits(model, cache, steps: int = 12) -> list[torch.Tensor]:
     out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), cache=cache,
                 use_cache=True, logits_to_keep=1)
     index = torch.tensor([0, 0, 1, 2, 2, 2, 3, 3])
-    cache.batch_select_indices(index)
+    shared = isinstance(cache, SharedPromptKVCache)
+    if shared:
+        cache.start_rows(index, mask)
+    else:
+        cache.batch_select_indices(index)
+    extra = {CACHE_KWARG: cache} if shared else {}
     mask, positions = mask[index], mask.sum(-1)[index] - 1
     tokens = torch.Generator().manual_seed(0)
     feed = torch.randint(3, 40, (steps, len(index)), generator=tokens)
@@ -36,8 +50,9 @@ def teacher_forced_logits(model, cache, steps: int = 12) -> list[torch.Tensor]:
             live, mask, positions = live[keep], mask[keep], positions[keep]
         mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
         positions = positions + 1
-        out = model(input_ids=feed[step, live].unsqueeze(1), attention_mask=mask, position_ids=positions.unsqueeze(1),
-                    cache=cache, use_cache=True)
+        with shared_prompt_attention_enabled(model) if shared else nullcontext():
+            out = model(input_ids=feed[step, live].unsqueeze(1), attention_mask=mask,
+                        position_ids=positions.unsqueeze(1), cache=cache, use_cache=True, **extra)
         logits.append(out.logits[:, -1])
     return logits
 
@@ -57,6 +72,29 @@ def test_block_cache_gives_dynamic_cache_logits(arch, overrides):
     for a, b in zip(block, dynamic):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "gemma3"])
+def test_shared_prompt_cache_gives_dynamic_cache_logits(arch):
+    """Prompts stored once, each step's attention split into prompt and generated parts; prompt 0's
+    rows all finish at step 7, so its prompt leaves the cache."""
+    model, _ = load_tiny(f"tiny:{arch}")
+    width = max(len(p) for p in PROMPTS)
+    assert shared_prompt_supports(model, width + 12)
+    shared = teacher_forced_logits(model, SharedPromptKVCache(model.config, max_new_tokens=12))
+    dynamic = teacher_forced_logits(model, DynamicCache(config=model.config))
+    for a, b in zip(shared, dynamic):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert model.config._attn_implementation == "sdpa"  # switched back after each step
+
+
+def test_shared_prompt_cache_only_where_attention_sees_everything():
+    gemma, _ = load_tiny("tiny:gemma3", sliding_window=16)
+    assert shared_prompt_supports(gemma, 16) and not shared_prompt_supports(gemma, 17)
+    eager, _ = load_tiny("tiny:qwen2")
+    eager.set_attn_implementation("eager")
+    assert not shared_prompt_supports(eager, 8)
 
 
 def test_layer_buffers_grow_by_doubling_and_sliding_buffers_stay_bounded():
@@ -106,7 +144,7 @@ def exact_completion_probs(model, prompt: list[int], vocab: int) -> dict[tuple[i
     return probs
 
 
-@pytest.mark.parametrize("kv_cache", ["block", "dynamic"])
+@pytest.mark.parametrize("kv_cache", ["shared", "block", "dynamic"])
 def test_compact_decode_draws_the_models_distribution(kv_cache):
     """10,000 completions per prompt (rows finishing at EOS are dropped): each of the 57 possible
     completions' frequency is within 4.5 standard errors of its exact probability."""

@@ -17,9 +17,11 @@ the model's generation-config defaults such as Gemma's top_k=64 are overridden) 
   once and repeats its cache n times, and (b) drops finished rows from the batch (cache
   ``batch_select_indices``), so compute follows the live rows only. With varied lengths (real
   math work: completions end anywhere between 16 and 256+ tokens) this does a fraction of
-  ``generate``'s work. Its KV cache (``expo_rl.policy.kv_cache.BlockKVCache``) writes each token
-  in place instead of growing by ``torch.cat`` (transformers' ``DynamicCache``, still used for
-  models with layer types other than full or sliding-window attention).
+  ``generate``'s work. Its KV cache keeps a prompt's keys/values once for all its samples and
+  reads them once per step for all of them (``expo_rl.policy.shared_prompt_cache``: CPU, full
+  attention or a window covering the sequence); elsewhere ``expo_rl.policy.kv_cache.BlockKVCache``
+  writes each token in place instead of growing by ``torch.cat`` (transformers' ``DynamicCache``,
+  still used for models with layer types other than full or sliding-window attention).
 
 How a token is drawn from that distribution (``draw``):
 
@@ -39,6 +41,7 @@ so equal arguments give equal samples and the caller's RNG stream is left untouc
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -49,12 +52,19 @@ from transformers.cache_utils import Cache
 from expo_rl.policy.kv_cache import BlockKVCache, block_cache_supports, cache_kwarg
 from expo_rl.policy.logprobs import position_ids_from_mask, unwrap
 from expo_rl.policy.prompts import encode_prompt, left_pad
+from expo_rl.policy.shared_prompt_cache import (
+    CACHE_KWARG,
+    SharedPromptKVCache,
+    shared_prompt_attention_enabled,
+    shared_prompt_supports,
+)
 
 Engine = Literal["compact", "generate"]
 ENGINES = ("compact", "generate")
 Draw = Literal["multinomial", "inverse_cdf"]
 DRAWS = ("multinomial", "inverse_cdf")
-KVCache = Literal["block", "dynamic"]
+KVCache = Literal["shared", "block", "dynamic"]
+KV_CACHES = ("shared", "block", "dynamic")
 
 
 @dataclass
@@ -178,19 +188,25 @@ def next_tokens(logits: torch.Tensor, temperature: float, top_p: float, draw: Dr
 @torch.no_grad()
 def _decode_compact(model: Any, prompt_rows: list[list[int]], repeats: list[int], *, temperature: float,
                     top_p: float, max_new_tokens: int, eos_ids: list[int], pad_id: int,
-                    draw: Draw = "multinomial", kv_cache: KVCache = "block") -> list[list[int]]:
+                    draw: Draw = "multinomial", kv_cache: KVCache = "shared") -> list[list[int]]:
     """Completions for ``repeats[i]`` samples of each prompt row, dropping rows as they finish.
 
-    ``kv_cache``: ``"block"`` writes keys/values in place (:mod:`expo_rl.policy.kv_cache`);
-    ``"dynamic"`` is transformers' ``DynamicCache`` (one ``torch.cat`` per layer per step), used
-    for models with other layer types and as the baseline of ``bench/sampler.py``.
+    ``kv_cache``: ``"shared"`` keeps each prompt's keys/values once and reads them once per step
+    for all its samples (:mod:`expo_rl.policy.shared_prompt_cache`; CPU, full attention or a
+    window covering the sequence, else ``"block"``); ``"block"`` writes keys/values in place
+    (:mod:`expo_rl.policy.kv_cache`); ``"dynamic"`` is transformers' ``DynamicCache`` (one
+    ``torch.cat`` per layer per step), used for models with other layer types and as the baseline
+    of ``bench/sampler.py``.
     Returns one token list per sample (prompt ``i``'s samples consecutive), EOS kept, no padding.
     """
     device = next(model.parameters()).device
     ids, prompt_mask = left_pad(prompt_rows, pad_id, device)
     width = ids.shape[1]
-    if kv_cache == "block" and block_cache_supports(model.config):
-        cache: Cache = BlockKVCache(model.config, max_length=width + max_new_tokens)
+    shared = kv_cache == "shared" and shared_prompt_supports(model, width + max_new_tokens)
+    if shared:
+        cache: Cache = SharedPromptKVCache(model.config, max_new_tokens)
+    elif kv_cache in ("shared", "block") and block_cache_supports(model.config):
+        cache = BlockKVCache(model.config, max_length=width + max_new_tokens)
     else:
         cache = DynamicCache(config=model.config)
     # the attention mask of every step is a view of one preallocated [rows, width + max_new_tokens] mask
@@ -202,31 +218,36 @@ def _decode_compact(model: Any, prompt_rows: list[list[int]], repeats: list[int]
     # Expand to one row per sample only after the prefill: the prompt is processed once per prompt.
     expand = torch.tensor(repeats, device=device)
     positions = prompt_mask.sum(-1) - 1  # [R] position of each row's last token
-    if any(r != 1 for r in repeats):
-        index = torch.repeat_interleave(torch.arange(len(prompt_rows), device=device), expand)
+    index = torch.repeat_interleave(torch.arange(len(prompt_rows), device=device), expand)
+    if shared:  # the prompt's keys/values stay one copy; rows only record which prompt they sample
+        cache.start_rows(index, prompt_mask)
+    elif any(r != 1 for r in repeats):
         cache.batch_select_indices(index)
+    if any(r != 1 for r in repeats):
         logits, mask, positions = logits[index], mask[index], positions[index]
     live = torch.arange(int(expand.sum()), device=device)  # output row of each live batch row
     # -1 marks steps a row did not reach; one host transfer at the end instead of one per step
     generated = torch.full((len(live), max_new_tokens), -1, dtype=torch.long, device=device)
     eos = torch.tensor(eos_ids, device=device)
-    for step in range(max_new_tokens):
-        tokens = next_tokens(logits, temperature, top_p, draw)
-        generated[live, step] = tokens
-        done = torch.isin(tokens, eos)
-        if step == max_new_tokens - 1:
-            break
-        if done.any():
-            keep = (~done).nonzero(as_tuple=True)[0]
-            if keep.numel() == 0:
+    extra = {CACHE_KWARG: cache} if shared else {}
+    with shared_prompt_attention_enabled(model) if shared else nullcontext():
+        for step in range(max_new_tokens):
+            tokens = next_tokens(logits, temperature, top_p, draw)
+            generated[live, step] = tokens
+            done = torch.isin(tokens, eos)
+            if step == max_new_tokens - 1:
                 break
-            cache.batch_select_indices(keep)
-            live, tokens, mask, positions = live[keep], tokens[keep], mask[keep], positions[keep]
-        positions = positions + 1
-        out = model(input_ids=tokens.unsqueeze(1), attention_mask=mask[:, :width + step + 1],
-                    position_ids=positions.unsqueeze(1),
-                    use_cache=True, **{cache_key: cache})
-        logits = out.logits[:, -1]
+            if done.any():
+                keep = (~done).nonzero(as_tuple=True)[0]
+                if keep.numel() == 0:
+                    break
+                cache.batch_select_indices(keep)
+                live, tokens, mask, positions = live[keep], tokens[keep], mask[keep], positions[keep]
+            positions = positions + 1
+            out = model(input_ids=tokens.unsqueeze(1), attention_mask=mask[:, :width + step + 1],
+                        position_ids=positions.unsqueeze(1),
+                        use_cache=True, **{cache_key: cache}, **extra)
+            logits = out.logits[:, -1]
     return [[t for t in row if t >= 0] for row in generated.tolist()]
 
 
