@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each side (torch.set_num_threads)")
     parser.add_argument("--variant", default="shipped", choices=("shipped", "unbucketed"),
                         help="our side: the runtime as shipped, or (ablation) without its length bucketing")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="both sides: fp32, or bf16 autocast (TRL bf16=True, expo-rl mixed_precision bf16); "
+                             "write bf16 results to another --out")
     parser.add_argument("--dpo-pairs", type=int, default=64, help="DPO pairs per step, uniform workload")
     parser.add_argument("--dpo-realistic-pairs", type=int, default=16,
                         help="DPO pairs per step, realistic workload (16 keeps a 20m step near 2-4 min on 1 thread)")
@@ -114,7 +117,7 @@ def run_cell(args: argparse.Namespace, method: str, size: str, name: str, hp: W.
         for side in args.sides:
             spec = {"side": side, "workload": workload.to_dict(), "hparams": asdict(hp), "model_dir": str(model_dir),
                     "files": files, "steps": steps, "warmup": args.warmup, "threads": args.threads,
-                    "variant": args.variant}
+                    "variant": args.variant, "precision": args.precision}
             spec_path, out_path = Path(tmp) / f"{side}.spec.json", Path(tmp) / f"{side}.out.json"
             spec_path.write_text(json.dumps(spec))
             started = time.perf_counter()
@@ -124,7 +127,7 @@ def run_cell(args: argparse.Namespace, method: str, size: str, name: str, hp: W.
                   f"(s/step: {', '.join(f'{t:.2f}' for t in results[side]['step_s'])})", flush=True)
     cell = report.cell_summary(results, args.warmup, method, peak["peak_flops"])
     cell.update({"workload": workload.to_dict(), "steps": steps, "warmup": args.warmup,
-                 "threads": args.threads, "variant": args.variant, "params": results[args.sides[0]]["params"],
+                 "threads": args.threads, "variant": args.variant, "precision": args.precision, "params": results[args.sides[0]]["params"],
                  "matmul_peak_gflops": peak["peak_flops"] / 1e9, "token_id_mismatches": differ,
                  "load_avg_1m": [load_before[0], os.getloadavg()[0]],
                  "finished": time.strftime("%Y-%m-%d %H:%M:%S")})

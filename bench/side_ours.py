@@ -12,7 +12,8 @@ the rows each step trained on (it does not change them).
 Settings that differ from the config defaults, and why: ``train.log_entropy: false`` (the
 entropy metric costs the runtime one extra no-grad forward pass per step; TRL gets it for free
 inside its fused log-prob head, so keeping it would time a logging feature, see the README),
-``tensorboard: false``, ``progress: false``, ``mixed_precision: "no"`` (fp32, as TRL).
+``tensorboard: false``, ``progress: false``, ``mixed_precision: "no"`` (fp32, as TRL; ``bf16`` with ``peer.py --precision bf16``, when TRL
+runs with ``bf16=True``).
 
 ``variant="unbucketed"`` is an ablation: the runtime without its two length-bucketing levels
 (length-sorted micro-batches, ``engine.batching``; length sub-batches inside each forward,
@@ -55,7 +56,8 @@ def run_config(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
         "optim": {"lr": hp.lr, "weight_decay": hp.weight_decay, "betas": list(hp.adam_betas), "eps": hp.adam_eps,
                   "schedule": "constant", "warmup_ratio": 0.0, "max_grad_norm": hp.max_grad_norm},
         "train": {"steps": total, "mu": hp.mu, "grad_accum": workload.micro_batches(hp),
-                  "loss_aggregation": "seq_mean", "seed": hp.seed, "mixed_precision": "no",
+                  "loss_aggregation": "seq_mean", "seed": hp.seed,
+                  "mixed_precision": "bf16" if spec.get("precision") == "bf16" else "no",
                   "output_dir": out_dir, "save_every": 0, "tensorboard": False, "log_entropy": False,
                   "progress": False},
     }

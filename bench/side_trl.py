@@ -1,7 +1,8 @@
 """The peer side: TRL's ``GRPOTrainer`` / ``DPOTrainer`` on one benchmark cell (run in its own process).
 
 TRL is configured to do exactly the work expo-rl does (``workloads.HParams``): fp32 (TRL's
-``bf16`` default is switched off), no gradient checkpointing (TRL turns it on by default; expo-rl
+``bf16`` default is switched off; ``peer.py --precision bf16`` switches it on, and expo-rl's
+``train.mixed_precision: bf16`` with it), no gradient checkpointing (TRL turns it on by default; expo-rl
 does not), 1 inner update, the per-sequence-mean GRPO loss (``loss_type="grpo"``), the same
 micro-batch size, learning rate, clipping, KL/DPO beta, sampling settings and data order (no
 shuffling; the files are pre-shuffled). Everything else is TRL's default, in particular
@@ -23,12 +24,12 @@ import workloads as W
 from token_meter import TokenMeter
 
 
-def _common_args(hp: W.HParams, total_steps: int, out_dir: str) -> dict[str, Any]:
+def _common_args(hp: W.HParams, total_steps: int, out_dir: str, precision: str = "fp32") -> dict[str, Any]:
     return dict(
         output_dir=out_dir, max_steps=total_steps, learning_rate=hp.lr, lr_scheduler_type="constant",
         warmup_steps=0, max_grad_norm=hp.max_grad_norm, adam_beta1=hp.adam_betas[0],
         adam_beta2=hp.adam_betas[1], adam_epsilon=hp.adam_eps, weight_decay=hp.weight_decay, seed=hp.seed,
-        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, report_to="none",
+        use_cpu=True, bf16=precision == "bf16", fp16=False, gradient_checkpointing=False, report_to="none",
         save_strategy="no", logging_steps=10**6, disable_tqdm=True, dataloader_num_workers=0,
     )
 
@@ -69,7 +70,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             return W.trl_reward(prompts, completions)
 
         args = GRPOConfig(
-            **_common_args(hp, total, out_dir),
+            **_common_args(hp, total, out_dir, spec.get("precision", "fp32")),
             per_device_train_batch_size=hp.micro_batch_rows,
             gradient_accumulation_steps=workload.micro_batches(hp),
             num_generations=workload.group_size, max_completion_length=workload.max_new_tokens,
@@ -92,7 +93,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 return SequentialSampler(self.train_dataset)
 
         args = DPOConfig(
-            **_common_args(hp, total, out_dir),
+            **_common_args(hp, total, out_dir, spec.get("precision", "fp32")),
             per_device_train_batch_size=hp.micro_batch_rows // 2,
             gradient_accumulation_steps=workload.micro_batches(hp),
             beta=hp.dpo_beta, loss_type=["sigmoid"], max_length=None, precompute_ref_log_probs=False,

@@ -166,3 +166,16 @@ def test_compact_decode_draws_the_models_distribution(kv_cache):
         assert 0.05 < exact[(EOS,)] < 0.95  # both stopping and continuing rows exercised
         for outcome, p in exact.items():
             assert abs(counts[outcome] / draws - p) <= 4.5 * (p * (1 - p) / draws) ** 0.5 + 1e-12, outcome
+
+
+def test_shared_prompt_cache_under_bf16_autocast():
+    """``train.mixed_precision: bf16`` samples under CPU autocast, where RoPE leaves q and k in float32
+    and v in bf16: the cache runs attention in bf16 as sdpa does, within bf16 rounding of it."""
+    model, _ = load_tiny("tiny:qwen2")
+    width = max(len(p) for p in PROMPTS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        shared = teacher_forced_logits(model, SharedPromptKVCache(model.config, max_new_tokens=12))
+        dynamic = teacher_forced_logits(model, DynamicCache(config=model.config))
+    assert shared_prompt_supports(model, width + 12)
+    for a, b in zip(shared, dynamic):
+        torch.testing.assert_close(a.float(), b.float(), atol=0.05, rtol=0)

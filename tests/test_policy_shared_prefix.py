@@ -10,6 +10,8 @@ test keeps the stock norms and holds the shared path to the method tests' 1e-6."
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from test_engine_step_common import VOCAB, flat_grad, rel_err, tiny_model
@@ -21,7 +23,7 @@ import expo_rl.policy.logprobs as logprobs_module
 from expo_rl.engine.step import batch_normalisers, fixed_inputs, make_step_term, training_step
 from expo_rl.policy import load_tiny
 from expo_rl.policy.logprobs import _scored_context, completion_logprobs, pack_sequences
-from expo_rl.policy.shared_prefix import shared_prefix_context
+from expo_rl.policy.shared_prefix import shared_prefix_context, suffix_pieces
 
 PROMPT_OF_ROW = [0, 0, 0, 1, 1, 2]  # a group of 3, a pair, a single row
 PROMPT_LENS = [5, 3, 4]
@@ -50,18 +52,23 @@ def float64_norms(monkeypatch):
 
 
 def context_and_grad(fn, model, batch):
+    """Scored (rows, cols, states) in row-major order, and the gradient of a fixed weighting of the states."""
     rows, cols, context = fn(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    order = torch.argsort(rows * batch["input_ids"].shape[1] + cols)  # the shared path returns them per run
+    rows, cols, context = rows[order], cols[order], context[order]
     weights = torch.randn(context.shape, generator=torch.Generator().manual_seed(1), dtype=context.dtype)
     return rows, cols, context.detach(), flat_grad(model, (context * weights).sum())
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gemma3"])
-def test_scored_states_and_gradients_match_the_plain_forward(arch, float64_norms):
+@pytest.mark.parametrize("call_tokens", [0, 10_000])  # suffixes in 6 runs of their own length / in one run
+def test_scored_states_and_gradients_match_the_plain_forward(arch, call_tokens, float64_norms):
     model, _ = load_tiny(f"tiny:{arch}", dtype=torch.float64)
     model.train()
     batch = shared_batch(0, vocab=model.config.vocab_size)
     rows, cols, plain, plain_grad = context_and_grad(_scored_context, model, batch)
-    s_rows, s_cols, shared, shared_grad = context_and_grad(shared_prefix_context, model, batch)
+    shared_fn = functools.partial(shared_prefix_context, call_tokens=call_tokens)
+    s_rows, s_cols, shared, shared_grad = context_and_grad(shared_fn, model, batch)
     assert torch.equal(rows, s_rows) and torch.equal(cols, s_cols)
     torch.testing.assert_close(shared, plain, rtol=1e-12, atol=1e-12)
     assert rel_err(shared_grad, plain_grad) <= 1e-12
@@ -77,8 +84,20 @@ def test_not_applicable_returns_none():
     distinct["input_ids"][:, 0] = torch.arange(3, 9)  # every row its own prompt: nothing to share
     assert shared_prefix_context(model, distinct["input_ids"], *args[1:]) is None
     assert shared_prefix_context(model, *args, max_tokens=1000) is not None
-    # 3 prompts x 5 (left-padded) + 6 suffixes x 7 = 57 tokens: not fewer than a 57-token alternative
-    assert shared_prefix_context(model, *args, max_tokens=57) is None
+    # 3 prompts x 5 (left-padded) + suffixes of 2..7 tokens, each in its own run when a call is free:
+    # 15 + 27 = 42 tokens, not fewer than a 42-token alternative
+    assert shared_prefix_context(model, *args, max_tokens=42) is None
+    assert shared_prefix_context(model, *args, max_tokens=43) is not None
+    # a call costs 100 tokens: one run of 6 x 7, so 15 + 100 + 42 + 100 = 257
+    assert shared_prefix_context(model, *args, max_tokens=257, call_tokens=100) is None
+    assert shared_prefix_context(model, *args, max_tokens=258, call_tokens=100) is not None
+
+
+def test_suffix_pieces_minimise_padding_plus_calls():
+    assert [(i.tolist(), w) for i, w in suffix_pieces([5, 2, 9], 0)] == [([1], 2), ([0], 5), ([2], 9)]
+    assert [(i.tolist(), w) for i, w in suffix_pieces([5, 2, 9], 100)] == [([1, 0, 2], 9)]
+    # 4 short rows and 2 long ones: two runs (4 x 3 + 2 x 50 + 2 x 10) beat one (6 x 50 + 10)
+    assert [(i.tolist(), w) for i, w in suffix_pieces([3, 50, 2, 3, 48, 1], 10)] == [([5, 2, 0, 3], 3), ([4, 1], 50)]
 
 
 def step_gradient(model, reference, batch, terms, shared: bool, monkeypatch):
@@ -114,6 +133,8 @@ def test_step_gradients_match_with_shared_prompts(name, keys, terms, float64_nor
         sign = torch.randint(0, 2, batch["input_ids"].shape, generator=torch.Generator().manual_seed(5)) * 2 - 1
         current = completion_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
         batch["old_logprobs"] = (current.detach().double() + 0.1 * sign) * batch["completion_mask"]
+    # forward calls free: this 6-row batch then takes the shared path (a 256-token call cost favours one piece)
+    monkeypatch.setattr(logprobs_module, "BUCKET_CALL_TOKENS", 0)
     shared_used = []
     real = logprobs_module.shared_prefix_context
     monkeypatch.setattr(logprobs_module, "shared_prefix_context",
@@ -131,6 +152,7 @@ def test_stock_norms_within_the_method_tests_tolerance(monkeypatch):
     model, reference = tiny_model(0), tiny_model(7)
     name, keys, terms = dpo_and_grpo_cases()[0]
     batch = {**shared_batch(3), **keys}
+    monkeypatch.setattr(logprobs_module, "BUCKET_CALL_TOKENS", 0)  # the shared path for this small batch
     shared, _ = step_gradient(model, reference, batch, terms, True, monkeypatch)
     plain, _ = step_gradient(model, reference, batch, terms, False, monkeypatch)
     assert 0 < rel_err(shared, plain) <= 1e-6  # float32 norms: not bitwise, well within 1e-6

@@ -171,8 +171,10 @@ def completion_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mas
     pieces = length_sub_batches(attention_mask) if length_buckets and bare else None
     shared = None
     if shared_prefix and bare:  # only when it sends fewer tokens through the body than the other way
-        budget = sum(len(i) * (end - start) for i, start, end in pieces) if pieces else input_ids.numel()
-        shared = shared_prefix_context(model, input_ids, attention_mask, completion_mask, max_tokens=budget)
+        budget = (sum(len(i) * (end - start) + BUCKET_CALL_TOKENS for i, start, end in pieces) if pieces
+                  else input_ids.numel() + BUCKET_CALL_TOKENS)
+        shared = shared_prefix_context(model, input_ids, attention_mask, completion_mask, max_tokens=budget,
+                                       call_tokens=BUCKET_CALL_TOKENS)
     if shared is not None:
         rows, cols, context = shared
     elif pieces is None:

@@ -9,12 +9,13 @@ runs through the gather, so each prompt's gradient is the sum over its rows, as 
 values and gradients are today's up to float rounding (float64 tests in
 tests/test_policy_shared_prefix.py).
 
-Work: ``P`` distinct prompts of length ``Lp`` and ``B`` suffixes of length ``Lc`` cost
-``P*Lp + B*Lc`` tokens instead of ``B*(Lp + Lc)``.
+Work: ``P`` distinct prompts of length ``Lp`` and ``B`` suffixes cost ``P*Lp + sum_k b_k*L_k``
+tokens instead of ``B*(Lp + Lc)``: the suffixes run in runs of similar length (:func:`suffix_pieces`;
+``b_k`` rows padded to their longest, ``L_k``), each on its own gather of its rows' prefix keys
+and values, so a DPO pair's short answer is not padded to a long one.
 
 Not covered (returns None, the caller runs its usual forward): batches where it would not send
-fewer tokens through the body than the caller's way (``max_tokens``: suffixes of very different
-lengths are padded to the longest, which length buckets avoid), layer types other than full or
+fewer tokens through the body than the caller's way (``max_tokens``), layer types other than full or
 sliding-window attention, a sliding window shorter than the padded prefix + suffix
 (left-padding the prefixes shifts the window's token indices), rows without a scored token, and
 batches where no two rows share a prefix. Wrapped models (DDP and friends must see their own
@@ -48,13 +49,35 @@ def _windows_allow(config: object, width: int) -> bool:
     return True
 
 
+def suffix_pieces(lengths: list[int], call_tokens: int, device: torch.device | str = "cpu"
+                  ) -> list[tuple[torch.Tensor, int]]:
+    """Rows (sorted by length) cut into runs that each pad to their own longest suffix:
+    ``(row indices, width)`` minimising ``sum(rows x width) + call_tokens`` per run (the same
+    cost model and dynamic programme as ``logprobs.length_sub_batches``, over lengths only)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    best = [0.0] + [float("inf")] * len(order)
+    back = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        width = lengths[order[j - 1]]  # the run i..j-1 pads to its last (longest) row
+        for i in range(j):
+            cost = best[i] + (j - i) * width + call_tokens
+            if cost < best[j]:
+                best[j], back[j] = cost, i
+    pieces, j = [], len(order)
+    while j > 0:
+        i = back[j]
+        pieces.append((torch.tensor(order[i:j], dtype=torch.long, device=device), lengths[order[j - 1]]))
+        j = i
+    return pieces[::-1]
+
+
 def shared_prefix_context(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                          completion_mask: torch.Tensor, *, max_tokens: int | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+                          completion_mask: torch.Tensor, *, max_tokens: int | None = None,
+                          call_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """(rows, cols, [N,H] hidden state at t-1) of every scored position t, as
     ``logprobs._scored_context`` returns them, with each distinct prefix run once; None when not
-    applicable (module docstring) or when its padded token count, ``P*Lp + B*Lc``, is not below
-    ``max_tokens`` (the caller's cost of the other way). ``input_ids`` etc. are [B,T]; ``model``
+    applicable (module docstring) or when its padded token count plus ``call_tokens`` per forward
+    call is not below ``max_tokens`` (the caller's cost of the other way, counted alike). ``input_ids`` etc. are [B,T]; ``model``
     is a bare causal LM (or a PEFT model around one): the caller keeps wrapped models away."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     if decoder is None or decoder is model:
@@ -75,8 +98,11 @@ def shared_prefix_context(model: nn.Module, input_ids: torch.Tensor, attention_m
         return None
     owner = torch.tensor([distinct.index(p) for p in prefixes], device=input_ids.device)
     prefix_ids, prefix_mask = left_pad(distinct, 0, input_ids.device)  # pads are masked
-    suffix_len = int((end - start).max())
-    if max_tokens is not None and prefix_ids.numel() + len(prefixes) * suffix_len >= max_tokens:
+    suffix_lens = end - start
+    suffix_len = int(suffix_lens.max())
+    pieces = suffix_pieces(suffix_lens.tolist(), call_tokens, input_ids.device)
+    suffix_tokens = sum(len(index) * end_col + call_tokens for index, end_col in pieces)
+    if max_tokens is not None and prefix_ids.numel() + call_tokens + suffix_tokens >= max_tokens:
         return None
     if not _windows_allow(model.config, prefix_ids.shape[1] + suffix_len):
         return None
@@ -91,15 +117,27 @@ def shared_prefix_context(model: nn.Module, input_ids: torch.Tensor, attention_m
     prefix_len = prefix_mask.sum(-1)[owner]
     suffix_positions = (prefix_len.unsqueeze(1) + suffix_mask.cumsum(-1) - 1).clamp(min=0)
 
-    cache = DynamicCache(config=model.config)
+    prefix_cache = DynamicCache(config=model.config)
     key = cache_kwarg(decoder)
     prefix_hidden = decoder(input_ids=prefix_ids, attention_mask=prefix_mask,
                             position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True,
-                            **{key: cache}).last_hidden_state  # [P, Lp, H]
-    cache.batch_select_indices(owner)  # differentiable gather: one KV entry per row
-    suffix_hidden = decoder(input_ids=suffix_ids, attention_mask=torch.cat([prefix_mask[owner], suffix_mask], 1),
-                            position_ids=suffix_positions, use_cache=True, **{key: cache}).last_hidden_state
-    # column j of `hidden` predicts suffix token j: the prefix's last state, then the suffix's
-    hidden = torch.cat([prefix_hidden[owner, -1:], suffix_hidden], 1)  # [B, 1 + Lc, H]
-    rows, cols = scored.nonzero(as_tuple=True)
-    return rows, cols, hidden[rows, cols - start[rows]]
+                            **{key: prefix_cache}).last_hidden_state  # [P, Lp, H]
+    prefix_states = [(layer.keys, layer.values) for layer in prefix_cache.layers]
+    rows_out, cols_out, context = [], [], []
+    for index, end_col in pieces:
+        # a cache holding each row's prefix keys/values (a differentiable gather), the suffixes on top
+        cache = DynamicCache(config=model.config)
+        for layer_idx, (keys, values) in enumerate(prefix_states):
+            cache.update(keys[owner[index]], values[owner[index]], layer_idx)
+        suffix_hidden = decoder(input_ids=suffix_ids[index, :end_col],
+                                attention_mask=torch.cat([prefix_mask[owner[index]], suffix_mask[index, :end_col]], 1),
+                                position_ids=suffix_positions[index, :end_col], use_cache=True,
+                                **{key: cache}).last_hidden_state
+        # column j of `hidden` predicts suffix token j: the prefix's last state, then the suffix's
+        hidden = torch.cat([prefix_hidden[owner[index], -1:], suffix_hidden], 1)  # [b, 1 + end_col, H]
+        local, cols = scored[index].nonzero(as_tuple=True)
+        rows = index[local]
+        rows_out.append(rows)
+        cols_out.append(cols)
+        context.append(hidden[local, cols - start[rows]])
+    return torch.cat(rows_out), torch.cat(cols_out), torch.cat(context)

@@ -110,8 +110,8 @@ class SharedPromptKVCache(Cache):
 
     def start_rows(self, prompt_of_row: torch.Tensor, prompt_mask: torch.Tensor) -> None:
         """Row ``r`` samples prompt ``prompt_of_row[r]`` (non-decreasing); ``prompt_mask`` [prompts, width]."""
-        self.prompt_bias = torch.zeros(prompt_mask.shape, dtype=self.layers[0].prompt_keys.dtype,
-                                       device=prompt_mask.device).masked_fill(prompt_mask == 0, float("-inf"))
+        self.prompt_bias = torch.zeros(prompt_mask.shape, device=prompt_mask.device).masked_fill(
+            prompt_mask == 0, float("-inf"))
         self.prompt_bias = self.prompt_bias[:, None, None, :]
         self._set_rows(prompt_of_row)
 
@@ -141,13 +141,17 @@ class SharedPromptKVCache(Cache):
         rows, heads, _, dim = query.shape
         prompts, kv_heads = layer.prompt_keys.shape[:2]
         per_kv = heads // kv_heads
+        # under CPU autocast sdpa runs in the autocast dtype (its inputs can differ: RoPE upcasts q and k)
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+        query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
+        prompt_keys, prompt_values = layer.prompt_keys.to(dtype), layer.prompt_values.to(dtype)
         packed = query.reshape(rows, kv_heads, per_kv, dim)
         # each prompt's live rows as one query block [prompts, kv_heads, max_rows * per_kv, d] (unused slots 0)
         block = packed.new_zeros(prompts, self.max_rows_per_prompt, kv_heads, per_kv, dim)
         block[self.prompt_of_row, self.slot_of_row] = packed
         block = block.transpose(1, 2).reshape(prompts, kv_heads, -1, dim)
-        out_p, lse_p = _flash_with_lse(block, layer.prompt_keys, layer.prompt_values,
-                                       attn_mask=self.prompt_bias.to(query.dtype), scale=scale)
+        out_p, lse_p = _flash_with_lse(block, prompt_keys, prompt_values, attn_mask=self.prompt_bias.to(dtype),
+                                       scale=scale)
         out_p = out_p.view(prompts, kv_heads, -1, per_kv, dim).transpose(1, 2)[self.prompt_of_row, self.slot_of_row]
         lse_p = lse_p.view(prompts, kv_heads, -1, per_kv).transpose(1, 2)[self.prompt_of_row, self.slot_of_row]
         out_c, lse_c = _flash_with_lse(packed, key, value, scale=scale)
