@@ -11,7 +11,7 @@ import torch
 from transformers import DynamicCache
 
 from expo_rl.policy import load_tiny
-from expo_rl.policy.kv_cache import BlockKVCache, BlockKVLayer, block_cache_supports
+from expo_rl.policy.kv_cache import BlockKVCache, BlockKVLayer, block_cache_supports, cache_kwarg
 from expo_rl.policy.logprobs import position_ids_from_mask
 from expo_rl.policy.sampling import _decode_compact, left_pad
 from expo_rl.policy.shared_prompt_cache import (
@@ -29,8 +29,9 @@ PROMPTS = [[5, 9, 14, 3, 7, 21], [11, 4], [8, 8, 30, 6], [17, 12, 19]]  # differ
 def teacher_forced_logits(model, cache, steps: int = 12) -> list[torch.Tensor]:
     """Prefill PROMPTS, expand to 2/1/3/2 rows, feed fixed tokens, drop rows at steps 3 and 7; logits per step."""
     ids, mask = left_pad(PROMPTS, PAD, "cpu")
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), cache=cache,
-                use_cache=True, logits_to_keep=1)
+    key = cache_kwarg(model)  # "cache" (transformers >= 5.2x) or "past_key_values"
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=True,
+                logits_to_keep=1, **{key: cache})
     index = torch.tensor([0, 0, 1, 2, 2, 2, 3, 3])
     shared = isinstance(cache, SharedPromptKVCache)
     if shared:
@@ -52,7 +53,7 @@ def teacher_forced_logits(model, cache, steps: int = 12) -> list[torch.Tensor]:
         positions = positions + 1
         with shared_prompt_attention_enabled(model) if shared else nullcontext():
             out = model(input_ids=feed[step, live].unsqueeze(1), attention_mask=mask,
-                        position_ids=positions.unsqueeze(1), cache=cache, use_cache=True, **extra)
+                        position_ids=positions.unsqueeze(1), use_cache=True, **{key: cache}, **extra)
         logits.append(out.logits[:, -1])
     return logits
 

@@ -15,8 +15,8 @@ tokens instead of ``B*(Lp + Lc)``: the suffixes run in runs of similar length (:
 and values, so a DPO pair's short answer is not padded to a long one.
 
 Not covered (returns None, the caller runs its usual forward): batches where it would not send
-fewer tokens through the body than the caller's way (``max_tokens``), layer types other than full or
-sliding-window attention, a sliding window shorter than the padded prefix + suffix
+fewer tokens through the body than the caller's way (``max_tokens``), layer types other than
+full or sliding-window attention, a sliding window shorter than the padded prefix + suffix
 (left-padding the prefixes shifts the window's token indices), rows without a scored token, and
 batches where no two rows share a prefix. Wrapped models (DDP and friends must see their own
 ``forward``) are the caller's to keep away.
@@ -77,8 +77,9 @@ def shared_prefix_context(model: nn.Module, input_ids: torch.Tensor, attention_m
     """(rows, cols, [N,H] hidden state at t-1) of every scored position t, as
     ``logprobs._scored_context`` returns them, with each distinct prefix run once; None when not
     applicable (module docstring) or when its padded token count plus ``call_tokens`` per forward
-    call is not below ``max_tokens`` (the caller's cost of the other way, counted alike). ``input_ids`` etc. are [B,T]; ``model``
-    is a bare causal LM (or a PEFT model around one): the caller keeps wrapped models away."""
+    call is not below ``max_tokens`` (the caller's cost of the other way, counted alike).
+    ``input_ids`` etc. are [B,T]; ``model`` is a bare causal LM (or a PEFT model around one): the
+    caller keeps wrapped models away."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     if decoder is None or decoder is model:
         return None
