@@ -88,9 +88,9 @@ def test_not_applicable_returns_none():
     # 15 + 27 = 42 tokens, not fewer than a 42-token alternative
     assert shared_prefix_context(model, *args, max_tokens=42) is None
     assert shared_prefix_context(model, *args, max_tokens=43) is not None
-    # a call costs 100 tokens: one run of 6 x 7, so 15 + 100 + 42 + 100 = 257
-    assert shared_prefix_context(model, *args, max_tokens=257, call_tokens=100) is None
-    assert shared_prefix_context(model, *args, max_tokens=258, call_tokens=100) is not None
+    # a suffix run costs 100 tokens more: one run of 6 x 7, so 15 + 42 + 100 = 157
+    assert shared_prefix_context(model, *args, max_tokens=157, call_tokens=100) is None
+    assert shared_prefix_context(model, *args, max_tokens=158, call_tokens=100) is not None
 
 
 def test_suffix_pieces_minimise_padding_plus_calls():
