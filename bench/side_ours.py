@@ -12,8 +12,8 @@ the rows each step trained on (it does not change them).
 Settings that differ from the config defaults, and why: ``train.log_entropy: false`` (the
 entropy metric costs the runtime one extra no-grad forward pass per step; TRL gets it for free
 inside its fused log-prob head, so keeping it would time a logging feature, see the README),
-``tensorboard: false``, ``progress: false``, ``mixed_precision: "no"`` (fp32, as TRL; ``bf16`` with ``peer.py --precision bf16``, when TRL
-runs with ``bf16=True``).
+``tensorboard: false``, ``progress: false``, ``mixed_precision: "no"`` (fp32, as TRL; ``bf16``
+with ``peer.py --precision bf16``, when TRL runs with ``bf16=True``).
 
 ``variant="unbucketed"`` is an ablation: the runtime without its two length-bucketing levels
 (length-sorted micro-batches, ``engine.batching``; length sub-batches inside each forward,

@@ -2,8 +2,8 @@
 
 TRL is configured to do exactly the work expo-rl does (``workloads.HParams``): fp32 (TRL's
 ``bf16`` default is switched off; ``peer.py --precision bf16`` switches it on, and expo-rl's
-``train.mixed_precision: bf16`` with it), no gradient checkpointing (TRL turns it on by default; expo-rl
-does not), 1 inner update, the per-sequence-mean GRPO loss (``loss_type="grpo"``), the same
+``train.mixed_precision: bf16`` with it), no gradient checkpointing (TRL turns it on by default;
+expo-rl does not), 1 inner update, the per-sequence-mean GRPO loss (``loss_type="grpo"``), the same
 micro-batch size, learning rate, clipping, KL/DPO beta, sampling settings and data order (no
 shuffling; the files are pre-shuffled). Everything else is TRL's default, in particular
 Hugging Face ``generate`` for sampling and a reference forward every step.

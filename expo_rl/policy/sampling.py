@@ -199,6 +199,8 @@ def _decode_compact(model: Any, prompt_rows: list[list[int]], repeats: list[int]
     of ``bench/sampler.py``.
     Returns one token list per sample (prompt ``i``'s samples consecutive), EOS kept, no padding.
     """
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"sample: kv_cache must be one of {KV_CACHES}, got {kv_cache!r}")
     device = next(model.parameters()).device
     ids, prompt_mask = left_pad(prompt_rows, pad_id, device)
     width = ids.shape[1]
