@@ -56,7 +56,12 @@ def bench_model(spec: str, args: argparse.Namespace) -> dict:
     model.eval()
     eos_ids = eos_token_ids(model, tokenizer)
     pad_id = pad_token_id(tokenizer, eos_ids)
-    rows = [encode_prompt(tokenizer, p) for p in prompts_for(tokenizer, args.prompts)]
+    if args.prompt_tokens:  # random token ids (3 .. vocab-1) of that length: long prompts on demand
+        ids = torch.Generator().manual_seed(0)
+        rows = [torch.randint(3, model.config.vocab_size, (args.prompt_tokens,), generator=ids).tolist()
+                for _ in range(args.prompts)]
+    else:
+        rows = [encode_prompt(tokenizer, p) for p in prompts_for(tokenizer, args.prompts)]
     variants = args.variants
     for variant in variants:  # warm-up
         decode(model, rows[:2], 2, 4, eos_ids, pad_id, variant, 0)
@@ -85,6 +90,8 @@ def main() -> None:
                         help="model specs for load_policy (default: tiny:qwen2:20m gemma3-270m)")
     parser.add_argument("--prompts", type=int, default=64, help="distinct prompts (default 64)")
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt (default 4)")
+    parser.add_argument("--prompt-tokens", type=int, default=0,
+                        help="random prompts of this many tokens instead of the math questions (default: questions)")
     parser.add_argument("--new-tokens", type=int, default=128, help="max new tokens (default 128)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per variant, rotating (default 3)")
     parser.add_argument("--variants", nargs="+",
