@@ -127,7 +127,8 @@ def run_cell(args: argparse.Namespace, method: str, size: str, name: str, hp: W.
                   f"(s/step: {', '.join(f'{t:.2f}' for t in results[side]['step_s'])})", flush=True)
     cell = report.cell_summary(results, args.warmup, method, peak["peak_flops"])
     cell.update({"workload": workload.to_dict(), "steps": steps, "warmup": args.warmup,
-                 "threads": args.threads, "variant": args.variant, "precision": args.precision, "params": results[args.sides[0]]["params"],
+                 "threads": args.threads, "variant": args.variant, "precision": args.precision,
+                 "params": results[args.sides[0]]["params"],
                  "matmul_peak_gflops": peak["peak_flops"] / 1e9, "token_id_mismatches": differ,
                  "load_avg_1m": [load_before[0], os.getloadavg()[0]],
                  "finished": time.strftime("%Y-%m-%d %H:%M:%S")})

@@ -60,6 +60,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             meter.mark()
 
     out_dir = tempfile.mkdtemp(prefix="trl-bench-")
+    precision = spec.get("precision", "fp32")
     if workload.method == "grpo":
         rows = W.read_jsonl(spec["files"]["problems"])
         prompts = [W.prompt_text(tokenizer, r["problem"], workload.name) for r in rows]
@@ -70,7 +71,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             return W.trl_reward(prompts, completions)
 
         args = GRPOConfig(
-            **_common_args(hp, total, out_dir, spec.get("precision", "fp32")),
+            **_common_args(hp, total, out_dir, precision),
             per_device_train_batch_size=hp.micro_batch_rows,
             gradient_accumulation_steps=workload.micro_batches(hp),
             num_generations=workload.group_size, max_completion_length=workload.max_new_tokens,
@@ -93,7 +94,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 return SequentialSampler(self.train_dataset)
 
         args = DPOConfig(
-            **_common_args(hp, total, out_dir, spec.get("precision", "fp32")),
+            **_common_args(hp, total, out_dir, precision),
             per_device_train_batch_size=hp.micro_batch_rows // 2,
             gradient_accumulation_steps=workload.micro_batches(hp),
             beta=hp.dpo_beta, loss_type=["sigmoid"], max_length=None, precompute_ref_log_probs=False,

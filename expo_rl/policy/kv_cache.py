@@ -47,6 +47,20 @@ def block_cache_supports(config: PretrainedConfig) -> bool:
     return all(t in SUPPORTED_LAYER_TYPES for t in layer_types)
 
 
+def windows_cover(config: PretrainedConfig, length: int) -> bool:
+    """True when every decoder layer is full attention or a sliding window of at least ``length``
+    tokens, i.e. attends to every one of a ``length``-token sequence (a window that short acts as
+    full attention)."""
+    layer_types, layer_kwargs = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
+    for kind, kwargs in zip(layer_types, layer_kwargs):
+        if kind == "sliding_attention":
+            if (kwargs.get("sliding_window") or 0) < length:
+                return False
+        elif kind != "full_attention":
+            return False
+    return True
+
+
 class BlockKVLayer(DynamicLayer):
     """One layer's keys/values in a buffer written in place (see the module docstring).
 

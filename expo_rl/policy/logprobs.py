@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from expo_rl.policy.length_runs import cheapest_runs
 from expo_rl.policy.shared_prefix import shared_prefix_context
 
 # Auto chunk size: rows per chunk so that one chunk's float32 logits take at most this many bytes.
@@ -226,7 +227,7 @@ def length_sub_batches(attention_mask: torch.Tensor, call_tokens: int = BUCKET_C
     """``(row indices, first column, end column)`` of length-sorted sub-batches, or None when one
     piece is cheapest. Cost of a run of rows: ``rows x (end - first)`` over the columns any of
     them uses, plus ``call_tokens`` per run; the exact minimum over contiguous cuts of the rows
-    sorted by span (dynamic programme, O(B^2))."""
+    sorted by span (``expo_rl.policy.length_runs.cheapest_runs``, O(B^2))."""
     mask = attention_mask.bool()
     rows_n, width = mask.shape
     if rows_n < 2 or rows_n > BUCKET_MAX_ROWS or not bool(mask.any(-1).all()):
@@ -234,27 +235,11 @@ def length_sub_batches(attention_mask: torch.Tensor, call_tokens: int = BUCKET_C
     columns = torch.arange(width, device=mask.device)
     first = torch.where(mask, columns, width).min(-1).values.tolist()
     end = (torch.where(mask, columns, -1).max(-1).values + 1).tolist()
-    order = sorted(range(rows_n), key=lambda i: (end[i] - first[i], first[i]))
-    lo, hi = [first[i] for i in order], [end[i] for i in order]
-    best = [0.0] + [float("inf")] * rows_n
-    back = [0] * (rows_n + 1)
-    for j in range(1, rows_n + 1):
-        a, b = lo[j - 1], hi[j - 1]
-        for i in range(j - 1, -1, -1):  # run = sorted rows i..j-1
-            a, b = min(a, lo[i]), max(b, hi[i])
-            cost = best[i] + (j - i) * (b - a) + call_tokens
-            if cost < best[j]:
-                best[j], back[j] = cost, i
-    if best[rows_n] >= rows_n * width + call_tokens:
+    cost, runs = cheapest_runs(first, end, call_tokens)
+    if cost >= rows_n * width + call_tokens:
         return None
-    pieces, j = [], rows_n
-    while j > 0:
-        i = back[j]
-        members = order[i:j]
-        index = torch.tensor(members, dtype=torch.long, device=mask.device)
-        pieces.append((index, min(first[m] for m in members), max(end[m] for m in members)))
-        j = i
-    return pieces[::-1]
+    return [(torch.tensor(members, dtype=torch.long, device=mask.device), min(first[m] for m in members),
+             max(end[m] for m in members)) for members in runs]
 
 
 def reference_completion_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,

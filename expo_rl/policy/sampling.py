@@ -221,11 +221,12 @@ def _decode_compact(model: Any, prompt_rows: list[list[int]], repeats: list[int]
     expand = torch.tensor(repeats, device=device)
     positions = prompt_mask.sum(-1) - 1  # [R] position of each row's last token
     index = torch.repeat_interleave(torch.arange(len(prompt_rows), device=device), expand)
+    repeated = any(r != 1 for r in repeats)
     if shared:  # the prompt's keys/values stay one copy; rows only record which prompt they sample
         cache.start_rows(index, prompt_mask)
-    elif any(r != 1 for r in repeats):
+    elif repeated:
         cache.batch_select_indices(index)
-    if any(r != 1 for r in repeats):
+    if repeated:
         logits, mask, positions = logits[index], mask[index], positions[index]
     live = torch.arange(int(expand.sum()), device=device)  # output row of each live batch row
     # -1 marks steps a row did not reach; one host transfer at the end instead of one per step

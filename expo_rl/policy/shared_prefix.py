@@ -28,47 +28,22 @@ from typing import TYPE_CHECKING
 
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import get_layer_types_and_kwargs
 
-from expo_rl.policy.kv_cache import cache_kwarg
+from expo_rl.policy.kv_cache import cache_kwarg, windows_cover
+from expo_rl.policy.length_runs import cheapest_runs
 from expo_rl.policy.prompts import left_pad
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-def _windows_allow(config: object, width: int) -> bool:
-    """Only full / sliding layers, and every sliding window at least ``width`` tokens."""
-    layer_types, layer_kwargs = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
-    for kind, kwargs in zip(layer_types, layer_kwargs):
-        if kind == "sliding_attention":
-            if kwargs["sliding_window"] < width:
-                return False
-        elif kind != "full_attention":
-            return False
-    return True
-
-
 def suffix_pieces(lengths: list[int], call_tokens: int, device: torch.device | str = "cpu"
                   ) -> list[tuple[torch.Tensor, int]]:
     """Rows (sorted by length) cut into runs that each pad to their own longest suffix:
-    ``(row indices, width)`` minimising ``sum(rows x width) + call_tokens`` per run (the same
-    cost model and dynamic programme as ``logprobs.length_sub_batches``, over lengths only)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    best = [0.0] + [float("inf")] * len(order)
-    back = [0] * (len(order) + 1)
-    for j in range(1, len(order) + 1):
-        width = lengths[order[j - 1]]  # the run i..j-1 pads to its last (longest) row
-        for i in range(j):
-            cost = best[i] + (j - i) * width + call_tokens
-            if cost < best[j]:
-                best[j], back[j] = cost, i
-    pieces, j = [], len(order)
-    while j > 0:
-        i = back[j]
-        pieces.append((torch.tensor(order[i:j], dtype=torch.long, device=device), lengths[order[j - 1]]))
-        j = i
-    return pieces[::-1]
+    ``(row indices, width)`` minimising ``sum(rows x width) + call_tokens`` per run
+    (``length_runs.cheapest_runs``, the cost model of ``logprobs.length_sub_batches``)."""
+    _, runs = cheapest_runs([0] * len(lengths), lengths, call_tokens)
+    return [(torch.tensor(run, dtype=torch.long, device=device), max(lengths[i] for i in run)) for run in runs]
 
 
 def shared_prefix_context(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -107,7 +82,7 @@ def shared_prefix_context(model: nn.Module, input_ids: torch.Tensor, attention_m
     # 16 + 64 tokens) the shared path is 4-5% faster where charging it would turn it off
     if max_tokens is not None and prefix_ids.numel() + suffix_tokens >= max_tokens:
         return None
-    if not _windows_allow(model.config, prefix_ids.shape[1] + suffix_len):
+    if not windows_cover(model.config, prefix_ids.shape[1] + suffix_len):
         return None
 
     # suffix r = columns start[r] .. end[r] - 1 of row r, right-padded to suffix_len
@@ -128,16 +103,17 @@ def shared_prefix_context(model: nn.Module, input_ids: torch.Tensor, attention_m
     prefix_states = [(layer.keys, layer.values) for layer in prefix_cache.layers]
     rows_out, cols_out, context = [], [], []
     for index, end_col in pieces:
+        prompt_of = owner[index]
         # a cache holding each row's prefix keys/values (a differentiable gather), the suffixes on top
         cache = DynamicCache(config=model.config)
         for layer_idx, (keys, values) in enumerate(prefix_states):
-            cache.update(keys[owner[index]], values[owner[index]], layer_idx)
+            cache.update(keys[prompt_of], values[prompt_of], layer_idx)
         suffix_hidden = decoder(input_ids=suffix_ids[index, :end_col],
-                                attention_mask=torch.cat([prefix_mask[owner[index]], suffix_mask[index, :end_col]], 1),
+                                attention_mask=torch.cat([prefix_mask[prompt_of], suffix_mask[index, :end_col]], 1),
                                 position_ids=suffix_positions[index, :end_col], use_cache=True,
                                 **{key: cache}).last_hidden_state
         # column j of `hidden` predicts suffix token j: the prefix's last state, then the suffix's
-        hidden = torch.cat([prefix_hidden[owner[index], -1:], suffix_hidden], 1)  # [b, 1 + end_col, H]
+        hidden = torch.cat([prefix_hidden[prompt_of, -1:], suffix_hidden], 1)  # [b, 1 + end_col, H]
         local, cols = scored[index].nonzero(as_tuple=True)
         rows = index[local]
         rows_out.append(rows)

@@ -39,7 +39,7 @@ from transformers.cache_utils import Cache, get_layer_types_and_kwargs
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-from expo_rl.policy.kv_cache import BlockKVLayer
+from expo_rl.policy.kv_cache import BlockKVLayer, windows_cover
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -56,13 +56,7 @@ def shared_prompt_supports(model: Any, total_length: int) -> bool:
         return False
     if config.get_text_config(decoder=True) is not config:  # a composite model: its attention reads a sub-config
         return False
-    layer_types, layer_kwargs = get_layer_types_and_kwargs(config)
-    for kind, kwargs in zip(layer_types, layer_kwargs):
-        if kind == "sliding_attention" and (kwargs.get("sliding_window") or 0) >= total_length:
-            continue
-        if kind != "full_attention":
-            return False
-    return True
+    return windows_cover(config, total_length)
 
 
 class SharedPromptKVLayer(BlockKVLayer):
